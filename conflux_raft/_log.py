@@ -1,0 +1,84 @@
+"""The in-memory Raft log: entries after a snapshot point, with commit and applied marks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ._types import Entry
+
+
+class RaftLog:
+    """Entries ``offset+1 .. last_index``; index `offset` (term `offset_term`) is compacted."""
+
+    __slots__ = ("_entries", "applied", "commit", "offset", "offset_term")
+
+    def __init__(self, entries: Iterable[Entry] = (), offset: int = 0, offset_term: int = 0):
+        self._entries: list[Entry] = list(entries)
+        self.offset = offset
+        self.offset_term = offset_term
+        self.commit = offset
+        self.applied = offset
+        for i, e in enumerate(self._entries):
+            if e.index != offset + 1 + i:
+                raise ValueError(f"log is not contiguous at index {e.index}")
+
+    @property
+    def last_index(self) -> int:
+        return self.offset + len(self._entries)
+
+    @property
+    def last_term(self) -> int:
+        return self._entries[-1].term if self._entries else self.offset_term
+
+    def term_at(self, index: int) -> int | None:
+        """The term of entry `index`, or None when it is compacted or beyond the end."""
+        if index == self.offset:
+            return self.offset_term
+        if self.offset < index <= self.last_index:
+            return self._entries[index - self.offset - 1].term
+        return None
+
+    def matches(self, index: int, term: int) -> bool:
+        return self.term_at(index) == term
+
+    def entry(self, index: int) -> Entry:
+        return self._entries[index - self.offset - 1]
+
+    def slice(self, lo: int, hi: int, max_count: int, max_bytes: int) -> list[Entry]:
+        """Entries lo..hi-1, at most `max_count`, and within `max_bytes` (but at least one)."""
+        hi = min(hi, lo + max_count, self.last_index + 1)
+        out = self._entries[lo - self.offset - 1 : hi - self.offset - 1]
+        size = 0
+        for i, e in enumerate(out):
+            size += len(e.data) + 32
+            if size > max_bytes and i > 0:
+                return out[:i]
+        return out
+
+    def entries_from(self, lo: int) -> list[Entry]:
+        return self._entries[max(lo - self.offset - 1, 0) :]
+
+    def append(self, entries: Iterable[Entry]) -> None:
+        self._entries.extend(entries)
+
+    def truncate_after(self, index: int) -> None:
+        """Drop every entry after `index` (never a committed one)."""
+        if index < self.commit:
+            raise AssertionError(f"truncating committed entry {index + 1} (commit {self.commit})")
+        del self._entries[index - self.offset :]
+
+    def is_up_to_date(self, last_index: int, last_term: int) -> bool:
+        """Raft §5.4.1: is a log ending at (last_index, last_term) at least as current as ours?"""
+        return last_term > self.last_term or (
+            last_term == self.last_term and last_index >= self.last_index
+        )
+
+    def conflict_hint(self, index: int, term: int) -> int:
+        """The largest index <= `index` whose term is <= `term` (etcd's findConflictByTerm)."""
+        index = min(index, self.last_index)
+        while index > self.offset:
+            t = self.term_at(index)
+            if t is not None and t <= term:
+                break
+            index -= 1
+        return index

@@ -1,0 +1,38 @@
+"""What a node needs from a channel: move opaque bytes between the nodes of a namespace."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+
+class Transport(Protocol):
+    """A channel endpoint for one node. Implementations: `MemoryTransport`, `RedisTransport`.
+
+    Raft tolerates lost, duplicated and reordered messages, so a transport may drop
+    (and count) whatever it cannot deliver; it never raises for network trouble.
+    """
+
+    def start(self, deliver: Callable[[bytes], None]) -> None:
+        """Begin receiving: `deliver(raw)` is called, from a background thread, for each
+        message that arrives in this node's inbox. `deliver` is quick and never raises."""
+        ...
+
+    def send(self, batch: Sequence[tuple[str, bytes]]) -> None:
+        """Send each `(destination node id, payload)`. Returns at once; never raises for
+        network trouble (the messages are dropped and counted)."""
+        ...
+
+    def join(self, cluster_size: int, timeout: float | None) -> list[str]:
+        """Register this node in the namespace and return the voters: the first
+        `cluster_size` ids ever registered there, in order, once that many are known
+        (waiting up to `timeout`). Raise ClusterFull if this id is not among them."""
+        ...
+
+    def stats(self) -> dict[str, int]:
+        """Counters: at least "sent", "received", "dropped", "reconnects"."""
+        ...
+
+    def close(self) -> None:
+        """Stop receiving and release connections. Idempotent."""
+        ...

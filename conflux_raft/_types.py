@@ -1,0 +1,107 @@
+"""Entries, messages and the batch the core hands to its driver: frozen, slotted values."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class EntryKind(enum.IntEnum):
+    """What an entry carries."""
+
+    NORMAL = 0  # user data
+    NOOP = 1  # appended by every new leader
+    CONFIG = 2  # a membership change (reserved)
+
+
+class MsgType(enum.IntEnum):
+    """Every message that crosses the channel."""
+
+    PRE_VOTE = 1
+    PRE_VOTE_RESP = 2
+    VOTE = 3
+    VOTE_RESP = 4
+    APPEND = 5
+    APPEND_RESP = 6
+    PROPOSE = 7  # a follower forwards its proposals to the leader
+    PROPOSE_RESP = 8  # the leader's ack, or a redirect
+    RPC = 20  # driver-level: run a function on the leader
+    RPC_RESP = 21
+    HELLO = 22  # driver-level: membership discovery
+
+
+class Role(enum.Enum):
+    """The role a node plays in its current term."""
+
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre_candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One log entry. `data` is opaque bytes (the orjson encoding of the user's value).
+
+    `client` and `seq` identify the proposal: a leader appends seq n of a client only
+    after seq n-1, and only once, so retries never duplicate an entry.
+    """
+
+    term: int
+    index: int
+    data: bytes = b""
+    kind: EntryKind = EntryKind.NORMAL
+    client: str = ""
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message, shaped like etcd's raftpb.Message: fields unused by a type stay default.
+
+    APPEND: index/log_term are prevLogIndex/prevLogTerm. APPEND_RESP: index is the
+    match index, or the rejected prevLogIndex with hint/hint_term the conflict hint.
+    (PRE_)VOTE: index/log_term describe the candidate's last entry. PROPOSE_RESP:
+    hint is the highest seq the leader holds for `context` (the client session);
+    reject means "not the leader", with the leader it knows in `payload`.
+    """
+
+    type: MsgType
+    src: str
+    dst: str
+    term: int = 0
+    log_term: int = 0
+    index: int = 0
+    commit: int = 0
+    entries: tuple[Entry, ...] = ()
+    reject: bool = False
+    hint: int = 0
+    hint_term: int = 0
+    context: str = ""
+    payload: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class HardState:
+    """What must be durable before any message that depends on it is sent."""
+
+    term: int = 0
+    vote: str | None = None
+    commit: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """One batch of work for the driver: persist, then send, then apply, then advance.
+
+    `entries` overwrite the stored log from `entries[0].index` on.
+    """
+
+    hard_state: HardState | None = None
+    entries: tuple[Entry, ...] = ()
+    messages: tuple[Message, ...] = ()
+    committed: tuple[Entry, ...] = field(default=())
+
+    def __bool__(self) -> bool:
+        return bool(self.hard_state or self.entries or self.messages or self.committed)
