@@ -13,7 +13,11 @@ from ._errors import (
     ProposalTimeout,
     RemoteError,
 )
+from ._filestore import FileStorage
+from ._memory import MemoryHub, MemoryTransport
+from ._node import LogEntry, RaftNode
 from ._storage import MemoryStorage, Storage
+from ._transport import Transport
 from ._types import Entry, EntryKind, HardState, Message, MsgType, Ready, Role
 
 __all__ = [
@@ -24,18 +28,24 @@ __all__ = [
     "CoreConfig",
     "Entry",
     "EntryKind",
+    "FileStorage",
     "HardState",
+    "LogEntry",
     "MalformedMessage",
+    "MemoryHub",
     "MemoryStorage",
+    "MemoryTransport",
     "Message",
     "MsgType",
     "Overloaded",
     "ProposalTimeout",
     "RaftCore",
+    "RaftNode",
     "Ready",
     "RemoteError",
     "Role",
     "Storage",
+    "Transport",
     "decode",
     "encode",
 ]

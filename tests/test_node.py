@@ -1,0 +1,287 @@
+"""RaftNode on the in-process hub: the behaviour API.md promises."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from conflux_raft import (
+    ClosedError,
+    ClusterFull,
+    ConfigError,
+    Overloaded,
+    ProposalTimeout,
+    RaftNode,
+    RemoteError,
+)
+from conflux_raft._memory import MemoryHub
+
+FAST = {"election_timeout": (0.15, 0.3), "heartbeat_interval": 0.03}
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def leader_of(nodes: list[RaftNode]) -> RaftNode:
+    wait_for(lambda: sum(n.is_leader() for n in nodes) == 1
+             and all(n.leader_id is not None for n in nodes), what="one leader")
+    return next(n for n in nodes if n.is_leader())
+
+
+class Cluster:
+    def __init__(self, n: int, **opts: Any) -> None:
+        self.namespace = f"t-{uuid.uuid4().hex[:8]}"
+        self.ids = [f"n{i}" for i in range(n)]
+        self.opts = {**FAST, **opts}
+        self.committed: dict[str, list[tuple[int, Any]]] = {i: [] for i in self.ids}
+        self.nodes = [self.make(i) for i in self.ids]
+
+    def make(self, node_id: str, **extra: Any) -> RaftNode:
+        node = RaftNode(id=node_id, members=self.ids,
+                        channel={"name": "memory", "namespace": self.namespace},
+                        autostart=False, **{**self.opts, **extra})
+        log = self.committed[node_id]
+        node.on("committed", lambda data, index: log.append((index, data)))
+        node.start()
+        return node
+
+    def close(self) -> None:
+        for n in self.nodes:
+            n.close()
+        MemoryHub.reset(self.namespace)
+
+
+@pytest.fixture
+def cluster3() -> Iterator[Cluster]:
+    c = Cluster(3, rpc={"add": lambda a, b: a + b, "boom": _boom, "ret": lambda: ValueError("no")})
+    yield c
+    c.close()
+
+
+def _boom() -> None:
+    raise KeyError("missing")
+
+
+def test_single_node_cluster_commits() -> None:
+    c = Cluster(1)
+    try:
+        assert c.nodes[0].append({"x": 1}).result(5) >= 2  # after the leader's no-op
+        assert c.committed["n0"][-1][1] == {"x": 1}
+    finally:
+        c.close()
+
+
+def test_append_from_every_node_commits_everywhere_in_the_same_order(cluster3: Cluster) -> None:
+    leader_of(cluster3.nodes)
+    futs = [n.append([n.id, k]) for k in range(20) for n in cluster3.nodes]
+    indexes = [f.result(10) for f in futs]
+    assert len(set(indexes)) == len(indexes)
+    wait_for(lambda: all(len(v) == 60 for v in cluster3.committed.values()), what="all applied")
+    logs = list(cluster3.committed.values())
+    assert logs[0] == logs[1] == logs[2]
+    for n in cluster3.nodes:  # each node's appends commit in the order it made them
+        mine = [d[1] for _, d in logs[0] if d[0] == n.id]
+        assert mine == list(range(20))
+
+
+def test_committed_callback_runs_before_the_future_resolves(cluster3: Cluster) -> None:
+    leader_of(cluster3.nodes)
+    follower = next(n for n in cluster3.nodes if not n.is_leader())
+    index = follower.append("hello").result(5)
+    assert (index, "hello") in cluster3.committed[follower.id]
+
+
+def test_rpc_runs_on_the_leader_and_errors_come_back(cluster3: Cluster) -> None:
+    leader_of(cluster3.nodes)
+    for n in cluster3.nodes:
+        assert n.dispatch_on_leader("add", [2, 3]).result(5) == 5
+        with pytest.raises(KeyError):
+            n.dispatch_on_leader("boom").result(5)
+        with pytest.raises(ValueError, match="no"):
+            n.dispatch_on_leader("ret").result(5)
+        with pytest.raises(KeyError):
+            n.dispatch_on_leader("nope").result(5)
+
+
+def test_remote_error_for_non_builtin_exceptions() -> None:
+    class Custom(Exception):
+        pass
+
+    def fail() -> None:
+        raise Custom("bad")
+
+    c = Cluster(3, rpc={"fail": fail})
+    try:
+        leader_of(c.nodes)
+        follower = next(n for n in c.nodes if not n.is_leader())
+        with pytest.raises(RemoteError, match="Custom: bad"):
+            follower.dispatch_on_leader("fail").result(5)
+    finally:
+        c.close()
+
+
+def test_leader_failover_keeps_every_acknowledged_entry(cluster3: Cluster) -> None:
+    old = leader_of(cluster3.nodes)
+    acked = [f.result(5) for f in [old.append(i) for i in range(10)]]
+    old.close()
+    rest = [n for n in cluster3.nodes if n is not old]
+    new = leader_of(rest)
+    assert new is not old
+    new_index = rest[0].append("after").result(10)
+    wait_for(lambda: all(cluster3.committed[n.id] and cluster3.committed[n.id][-1][0]
+                         >= new_index for n in rest), what="survivors applied")
+    for n in rest:
+        indexes = {i for i, _ in cluster3.committed[n.id]}
+        assert set(acked) <= indexes
+
+
+def test_leader_elected_fires_only_on_change(cluster3: Cluster) -> None:
+    events: list[tuple[str, int]] = []
+    node = cluster3.nodes[0]
+    node.on("leader_elected", lambda leader, term: events.append((leader, term)))
+    leader = leader_of(cluster3.nodes)
+    time.sleep(0.5)  # many heartbeats
+    assert events and events[-1][0] == leader.id
+    assert len(set(events)) == len(events)  # heartbeats do not fire it again
+
+
+def test_proposals_wait_for_a_leader_and_time_out_with_timeouterror() -> None:
+    c = Cluster(3)
+    try:
+        lone = c.nodes[0]
+        for n in c.nodes[1:]:
+            n.close()
+        with pytest.raises(ProposalTimeout) as info:
+            lone.append("x", timeout=0.3).result(5)
+        assert isinstance(info.value, TimeoutError)
+    finally:
+        c.close()
+
+
+def test_close_rejects_pending_and_refuses_new_work() -> None:
+    c = Cluster(3)
+    try:
+        lone = c.nodes[0]
+        for n in c.nodes[1:]:
+            n.close()
+        fut = lone.append("never")
+        lone.close()
+        with pytest.raises(ClosedError):
+            fut.result(5)
+        with pytest.raises(ClosedError):
+            lone.append("x")
+        with pytest.raises(ClosedError):
+            lone.dispatch_on_leader("add", [1, 2])
+        lone.close()  # twice is harmless
+        assert not [t for t in threading.enumerate() if t.name.endswith(f"-{lone.id}")
+                    and t.name.startswith("conflux-") and t.is_alive()]
+    finally:
+        c.close()
+
+
+def test_overload_fails_fast_and_every_future_settles() -> None:
+    c = Cluster(3, max_pending=50)
+    try:
+        leader_of(c.nodes)
+        futs = [c.nodes[0].append(i) for i in range(500)]
+        outcomes: list[str] = []
+        for f in futs:
+            try:
+                f.result(20)
+                outcomes.append("ok")
+            except Overloaded:
+                outcomes.append("overloaded")
+        assert "overloaded" in outcomes and "ok" in outcomes
+    finally:
+        c.close()
+
+
+def test_bad_input_fails_at_once() -> None:
+    c = Cluster(1)
+    try:
+        with pytest.raises(TypeError):
+            c.nodes[0].append({1, 2})
+        with pytest.raises(ValueError):
+            c.nodes[0].append("x", timeout=-1)
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize(
+    ("opts", "name"),
+    [
+        ({"id": ""}, "id"),
+        ({"id": "a"}, "cluster_size"),
+        ({"id": "a", "cluster_size": 0}, "cluster_size"),
+        ({"id": "a", "members": ["b"]}, "members"),
+        ({"id": "a", "members": ["a", "a"]}, "members"),
+        ({"id": "a", "cluster_size": 1, "channel": {"name": "carrier-pigeon"}}, "channel"),
+        ({"id": "a", "cluster_size": 1, "election_timeout": (0.5, 0.1)}, "election_timeout"),
+        ({"id": "a", "cluster_size": 1, "heartbeat_interval": 1.0}, "heartbeat_interval"),
+        ({"id": "a", "cluster_size": 1, "storage": {"name": "file"}}, "storage.path"),
+        ({"id": "a", "cluster_size": 1, "rpc": {"f": 3}}, "rpc"),
+    ],
+)
+def test_bad_options_name_the_option(opts: dict[str, Any], name: str) -> None:
+    with pytest.raises(ConfigError, match=name) as info:
+        RaftNode(**opts)
+    assert isinstance(info.value, ValueError)
+
+
+def test_cluster_size_discovery_refuses_an_extra_node() -> None:
+    ns = f"t-{uuid.uuid4().hex[:8]}"
+    chan = {"name": "memory", "namespace": ns}
+    nodes = [RaftNode(id=f"d{i}", cluster_size=3, channel=chan, **FAST) for i in range(3)]
+    try:
+        leader_of(nodes)
+        assert all(set(n.voters or ()) == {"d0", "d1", "d2"} for n in nodes)
+        with pytest.raises(ClusterFull):
+            RaftNode(id="d3", cluster_size=3, channel=chan, **FAST)
+        assert nodes[1].append("ok").result(5) > 0
+    finally:
+        for n in nodes:
+            n.close()
+        MemoryHub.reset(ns)
+
+
+def test_durable_storage_survives_a_restart(tmp_path: Any) -> None:
+    c = Cluster(3)
+    try:
+        leader_of(c.nodes)
+        victim = c.nodes[2]
+        c.nodes[2].close()
+        c.nodes[2] = c.make("n2", storage={"name": "file", "path": str(tmp_path / "n2")})
+        acked = [c.nodes[0].append(i).result(10) for i in range(5)]
+        wait_for(lambda: c.nodes[2].commit_index >= acked[-1], what="n2 caught up")
+        c.nodes[2].close()
+        replay: list[tuple[int, Any]] = []
+        again = RaftNode(id="n2", members=c.ids, channel={"name": "memory", "namespace":
+                         c.namespace}, storage={"name": "file", "path": str(tmp_path / "n2")},
+                         autostart=False, **FAST)
+        again.on("committed", lambda data, index: replay.append((index, data)))
+        again.start()
+        c.nodes[2] = again
+        wait_for(lambda: len(replay) >= 5, what="replay after restart")
+        assert [d for _, d in replay[:5]] == [0, 1, 2, 3, 4]
+        assert victim is not again
+    finally:
+        c.close()
+
+
+def test_status_reports_counters(cluster3: Cluster) -> None:
+    leader = leader_of(cluster3.nodes)
+    leader.append("x").result(5)
+    st = leader.status()
+    assert st["role"] == "leader" and st["leader"] == leader.id
+    assert set(st["match"]) == {n.id for n in cluster3.nodes} - {leader.id}
+    assert st["malformed"] == 0 and "transport_dropped" in st
