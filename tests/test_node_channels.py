@@ -1,0 +1,143 @@
+"""The same behaviour over both channels: the in-process hub and a real redis-server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, wait
+from typing import Any
+
+import pytest
+
+from conflux_raft import Message, MsgType, Overloaded, RaftNode, encode
+
+FAST = {"election_timeout": (0.2, 0.4), "heartbeat_interval": 0.04}
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def channel(request: pytest.FixtureRequest, namespace: str) -> dict[str, Any]:
+    if request.param == "memory":
+        return {"name": "memory", "namespace": namespace}
+    url = request.getfixturevalue("redis_url")
+    return {"name": "redis", "url": url, "namespace": namespace}
+
+
+@pytest.fixture
+def make_cluster(channel: dict[str, Any]) -> Iterator[Callable[..., list[RaftNode]]]:
+    made: list[RaftNode] = []
+    logs: dict[str, list[tuple[int, Any]]] = {}
+
+    def make(n: int, **opts: Any) -> list[RaftNode]:
+        ids = [f"c{i}" for i in range(n)]
+        for i in ids:
+            node = RaftNode(id=i, members=ids, channel=channel, autostart=False,
+                            **{**FAST, **opts})
+            logs[i] = []
+            node.on("committed", lambda d, x, log=logs[i]: log.append((x, d)))
+            node.start()
+            made.append(node)
+        return made
+
+    make.logs = logs  # type: ignore[attr-defined]
+    yield make
+    for node in made:
+        node.close()
+
+
+def one_leader(nodes: list[RaftNode]) -> RaftNode:
+    wait_for(lambda: sum(n.is_leader() for n in nodes) == 1
+             and len({n.leader_id for n in nodes}) == 1, what="one agreed leader")
+    return next(n for n in nodes if n.is_leader())
+
+
+def replicas_agree(nodes: list[RaftNode], logs: dict[str, list[tuple[int, Any]]]) -> None:
+    wait_for(lambda: len({n.commit_index for n in nodes}) == 1
+             and len({len(logs[n.id]) for n in nodes}) == 1, what="replicas to converge")
+    first = logs[nodes[0].id]
+    assert all(logs[n.id] == first for n in nodes)
+
+
+@pytest.mark.parametrize("size", [3, 5])
+def test_cluster_replicates(make_cluster: Callable[..., list[RaftNode]], size: int) -> None:
+    nodes = make_cluster(size)
+    one_leader(nodes)
+    futs = [n.append({"from": n.id, "k": k}) for k in range(30) for n in nodes]
+    indexes = [f.result(20) for f in futs]
+    assert len(set(indexes)) == len(futs)
+    replicas_agree(nodes, make_cluster.logs)  # type: ignore[attr-defined]
+    assert len(make_cluster.logs[nodes[0].id]) == 30 * size  # type: ignore[attr-defined]
+
+
+def test_overload_is_bounded_and_every_future_settles(
+        make_cluster: Callable[..., list[RaftNode]]) -> None:
+    nodes = make_cluster(3, max_pending=2_000)
+    one_leader(nodes)
+    source = next(n for n in nodes if not n.is_leader())
+    futs: list[Future[int]] = []
+    peak = 0
+    for k in range(50_000):
+        futs.append(source.append(k))
+        if k % 1000 == 0:
+            peak = max(peak, source.status()["pending"])
+    _, not_done = wait(futs, timeout=120)
+    assert not not_done, f"{len(not_done)} futures never settled"
+    errors = [f.exception() for f in futs if f.exception() is not None]
+    assert all(isinstance(e, Overloaded) for e in errors)
+    committed = len(futs) - len(errors)
+    assert committed >= 2_000 and peak <= 2_000
+    replicas_agree(nodes, make_cluster.logs)  # type: ignore[attr-defined]
+    assert len(make_cluster.logs[nodes[0].id]) == committed  # type: ignore[attr-defined]
+    values = [d for _, d in make_cluster.logs[nodes[0].id]]  # type: ignore[attr-defined]
+    assert values == sorted(values)  # one node's appends commit in the order it made them
+
+
+def test_forged_and_unsigned_messages_are_rejected(redis_url: str, namespace: str,
+                                                   redis_server: Any) -> None:
+    chan = {"name": "redis", "url": redis_url, "namespace": namespace}
+    ids = ["s0", "s1", "s2"]
+    nodes = [RaftNode(id=i, members=ids, channel=chan, secret="right", **FAST) for i in ids]
+    try:
+        leader = one_leader(nodes)
+        victim = next(n for n in nodes if n is not leader)
+        term = victim.term
+        evil = Message(MsgType.APPEND, src=leader.id, dst=victim.id, term=term + 50)
+        vote = Message(MsgType.VOTE, src=leader.id, dst=victim.id, term=term + 50, index=10**6,
+                       log_term=10**6)
+        r = redis_server.client()
+        try:
+            key = f"conflux:{{{namespace}}}:inbox:{victim.id}"
+            for m in (evil, vote):
+                r.xadd(key, {"m": encode(m)})  # unsigned
+                r.xadd(key, {"m": encode(m, b"wrong")})  # forged
+        finally:
+            r.close()
+        wait_for(lambda: victim.status()["malformed"] >= 4, what="forgeries counted")
+        assert victim.term < term + 50
+        assert victim.append("still fine").result(10) > 0
+        assert leader.is_leader() or one_leader(nodes)
+    finally:
+        for n in nodes:
+            n.close()
+
+
+def test_a_node_without_the_secret_cannot_take_part(redis_url: str, namespace: str) -> None:
+    chan = {"name": "redis", "url": redis_url, "namespace": namespace}
+    ids = ["k0", "k1", "k2"]
+    nodes = [RaftNode(id=i, members=ids, channel=chan, secret=b"k" if i != "k2" else None,
+                      **FAST) for i in ids]
+    try:
+        one_leader(nodes[:2])
+        nodes[0].append("x").result(10)
+        wait_for(lambda: nodes[2].status()["malformed"] > 0, what="k2 to reject signed traffic")
+        assert nodes[2].commit_index == 0
+    finally:
+        for n in nodes:
+            n.close()
