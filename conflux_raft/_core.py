@@ -477,7 +477,13 @@ class RaftCore:
     # ---- proposals --------------------------------------------------------------------
 
     def _has_proposals_to_send(self) -> bool:
-        return bool(self._pending) and self._target is not None and self._sent < self._next_seq - 1
+        target = self._target
+        return (
+            bool(self._pending)
+            and target is not None
+            and (target != self.id or self.role is Role.LEADER)
+            and self._sent < self._next_seq - 1
+        )
 
     def _flush_proposals(self) -> None:
         if not self._has_proposals_to_send():
