@@ -11,6 +11,11 @@ from ._errors import ConfigError
 
 _CHANNELS = ("memory", "redis")
 _STORAGES = ("memory", "file")
+_CHANNEL_KEYS = {
+    "memory": {"name", "namespace"},
+    "redis": {"name", "namespace", "url", "maxlen", "block_ms", "read_count", "queue_size",
+              "socket_timeout", "connect_timeout", "backoff_max", "health_check_interval"},
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +105,9 @@ def _channel(channel: Any) -> Mapping[str, Any]:
         raise ConfigError("channel.namespace: a non-empty string without braces")
     if channel["name"] == "redis" and not isinstance(channel.get("url", ""), str):
         raise ConfigError("channel.url: a redis:// or rediss:// URL string")
+    unknown = set(channel) - _CHANNEL_KEYS[channel["name"]]
+    if unknown:
+        raise ConfigError(f"channel: unknown option(s) {sorted(unknown)} for {channel['name']!r}")
     return {**channel, "namespace": ns}
 
 

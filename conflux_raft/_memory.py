@@ -80,11 +80,12 @@ class MemoryHub:
 
     # ---- fault hooks -------------------------------------------------------------------
 
-    def partition(self, *groups: Iterable[str]) -> None:
-        """Let messages flow only within a group; ids named in no group form one more."""
+    def partition(self, *groups: str | Iterable[str]) -> None:
+        """Let messages flow only within a group (an id or an iterable of ids); ids named
+        in no group form one more group."""
         assigned: dict[str, int] = {}
         for index, group in enumerate(groups):
-            for node_id in group:
+            for node_id in [group] if isinstance(group, str) else group:
                 if node_id in assigned:
                     raise ConfigError(f"partition: {node_id!r} is in more than one group")
                 assigned[node_id] = index

@@ -25,6 +25,7 @@ from tenacity import (
     stop_when_event_set,
     wait_random_exponential,
 )
+from tenacity.stop import stop_base
 
 from ._errors import ClosedError, ClusterFull, ConfigError
 from ._memory import _check_join_args, _full_message
@@ -43,6 +44,22 @@ for i, id in ipairs(ids) do
 end
 return redis.call('RPUSH', KEYS[1], ARGV[1]) - 1
 """
+
+# Errors that waiting does not cure: join reports them at once (the background threads
+# still retry, in case the ACL is mended while the node runs).
+_REFUSED: tuple[type[Exception], ...] = tuple(
+    cls
+    for cls in (
+        getattr(redis.exceptions, name, None)
+        for name in (
+            "AuthenticationError",
+            "AuthenticationWrongNumberOfArgsError",
+            "AuthorizationError",
+            "NoPermissionError",
+        )
+    )
+    if isinstance(cls, type) and issubclass(cls, Exception)
+)
 
 _JOIN_POLL = 0.05  # seconds between two looks at the member list
 _COMMAND_ERROR_LOG_EVERY = 60.0  # seconds between two warnings about refused XADDs
@@ -137,7 +154,8 @@ class RedisTransport:
             raise ConfigError(f"url: {exc}") from exc
         kwargs = self._writer.connection_pool.connection_kwargs
         if kwargs.get("decode_responses"):
-            self.close()
+            self._writer.close()
+            self._reader_client.close()
             raise ConfigError("url: decode_responses must be off (payloads are bytes)")
         # For logs: never the password.
         self._where = str(kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}")
@@ -150,6 +168,7 @@ class RedisTransport:
         self._down = False
         self._deliver: Callable[[bytes], None] | None = None
         self._last_id: bytes | str | None = None
+        self._resync = False  # after a failed read: check the inbox was not reset
         self._reader: threading.Thread | None = None
         self._sender: threading.Thread | None = None
         self._sent = 0
@@ -260,6 +279,9 @@ class RedisTransport:
             self._closed = True
             self._stop.set()
             self._cv.notify_all()
+        # Reading loses nothing: cut a blocked XREAD short at once. The sender gets a
+        # moment to finish the pipeline it may be writing.
+        self._disconnect(self._reader_client)
         threads = [
             t
             for t in (self._reader, self._sender)
@@ -268,21 +290,21 @@ class RedisTransport:
         grace = time.monotonic() + self._block_ms / 1000 + 0.1
         for thread in threads:
             thread.join(max(0.0, grace - time.monotonic()))
-        if any(t.is_alive() for t in threads):
-            self._disconnect()
+        if any(t.is_alive() for t in threads):  # stuck on a server that answers nothing
+            self._disconnect(self._writer)
+            self._disconnect(self._reader_client)
             limit = time.monotonic() + 0.5
             for thread in threads:
                 thread.join(max(0.0, limit - time.monotonic()))
-        self._disconnect()
         self._writer.close()
         self._reader_client.close()
 
-    def _disconnect(self) -> None:
-        for client in (self._writer, self._reader_client):
-            try:
-                client.connection_pool.disconnect(inuse_connections=True)
-            except Exception:  # best effort: closing sockets that may already be gone
-                _log.debug("%r: error while disconnecting", self, exc_info=True)
+    def _disconnect(self, client: redis.Redis) -> None:
+        """Close every socket of `client`, in use or not (a blocked call then fails)."""
+        try:
+            client.connection_pool.disconnect(inuse_connections=True)
+        except Exception:  # best effort: sockets may already be gone
+            _log.debug("%r: error while disconnecting", self, exc_info=True)
 
     # ---- connection state --------------------------------------------------------------
 
@@ -292,7 +314,7 @@ class RedisTransport:
                 return
             self._down = True
         _log.warning(
-            "%r: Redis at %s is unreachable (%s: %s); retrying in the background",
+            "%r: Redis at %s failed (%s: %s); retrying in the background",
             self, self._where, type(exc).__name__, exc,
         )
 
@@ -304,7 +326,7 @@ class RedisTransport:
                 return
             self._down = False
             self._reconnects += 1
-        _log.warning("%r: Redis at %s is reachable again", self, self._where)
+        _log.warning("%r: Redis at %s works again", self, self._where)
 
     def _retrying(self, before_sleep: Callable[[RetryCallState], None] | None = None) -> Retrying:
         """Retry until success or close; sleeps end early on close."""
@@ -328,7 +350,8 @@ class RedisTransport:
 
     def _call_until(self, deadline: float | None, fn: Callable[[], _T]) -> _T:
         """`fn()`, retried while Redis is unreachable, until `deadline` (then builtin
-        TimeoutError) or close (then ClosedError)."""
+        TimeoutError) or close (then ClosedError). Refused credentials or permissions
+        raise ConfigError at once."""
 
         def attempt() -> _T:
             if self._stop.is_set():
@@ -337,22 +360,25 @@ class RedisTransport:
             self._mark_up()
             return result
 
-        retrying = self._retrying()
+        stop: stop_base = stop_when_event_set(self._stop)
         if deadline is not None:
-            retrying = retrying.copy(
-                stop=stop_when_event_set(self._stop)
-                | stop_after_delay(max(0.0, deadline - time.monotonic()))
-            )
+            stop = stop | stop_after_delay(max(0.0, deadline - time.monotonic()))
+        retrying = self._retrying().copy(
+            stop=stop, retry=retry_if_not_exception_type((_Stopped, *_REFUSED))
+        )
         try:
             return retrying(attempt)
         except _Stopped:
             raise ClosedError(f"{self!r} is closed") from None
+        except _REFUSED as exc:
+            raise ConfigError(
+                f"url: Redis at {self._where} refused this client ({type(exc).__name__}: {exc})"
+            ) from exc
         except RetryError as exc:
             if self._stop.is_set():
                 raise ClosedError(f"{self!r} is closed") from None
-            raise TimeoutError(
-                f"join: Redis at {self._where} unreachable: {exc.last_attempt.exception()}"
-            ) from exc.last_attempt.exception()
+            cause = exc.last_attempt.exception()
+            raise TimeoutError(f"join: Redis at {self._where} unreachable: {cause}") from cause
 
     # ---- the reader --------------------------------------------------------------------
 
@@ -366,14 +392,24 @@ class RedisTransport:
             raise _Stopped
         if self._last_id is None:
             self._last_id = self._inbox_end()
+        elif self._resync:
+            # A Redis restarted empty (or one whose clock is behind) numbers new entries
+            # below the last id we saw: start again from its end rather than read nothing.
+            end = self._inbox_end()
+            if _id_order(end) < _id_order(self._last_id):
+                self._last_id = end
+        self._resync = False
         reply = self._reader_client.xread(
             {self._inbox: self._last_id}, count=self._read_count, block=self._block_ms
         )
         self._mark_up()
         return reply
 
+    def _read_failed(self, _state: RetryCallState) -> None:
+        self._resync = True
+
     def _read_loop(self) -> None:
-        retrying = self._retrying()
+        retrying = self._retrying(before_sleep=self._read_failed)
         try:
             while True:
                 self._hand_over(retrying(self._read_once))
@@ -472,6 +508,16 @@ class RedisTransport:
             pass
         except Exception:  # a bug, not an outage
             _log.exception("%r: the sender stopped", self)
+
+
+def _id_order(entry_id: bytes | str) -> tuple[int, int]:
+    """A stream entry id ("<ms>-<seq>") as a sortable pair; (0, 0) if malformed."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    try:
+        return int(ms), int(seq or 0)
+    except ValueError:
+        return 0, 0
 
 
 def _decode_ids(raw: Any) -> list[str]:

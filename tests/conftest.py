@@ -81,8 +81,7 @@ class RedisServer:
         """Start the server (on the same port as before) and wait until it answers PING."""
         if self.proc is not None:
             raise RuntimeError("redis-server is already running")
-        log = open(self.workdir / "redis.log", "ab")  # noqa: SIM115 (kept by the child)
-        try:
+        with open(self.workdir / "redis.log", "ab") as log:  # the child keeps its own copy
             self.proc = subprocess.Popen(
                 [
                     self.binary,
@@ -98,8 +97,6 @@ class RedisServer:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        finally:
-            log.close()
         deadline = time.monotonic() + _START_TIMEOUT
         while True:
             if self.proc.poll() is not None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from conflux_raft import Message, MsgType, Overloaded, RaftNode, encode
+from conflux_raft import ClusterFull, Message, MsgType, Overloaded, RaftNode, encode
 
 FAST = {"election_timeout": (0.2, 0.4), "heartbeat_interval": 0.04}
 
@@ -141,3 +141,41 @@ def test_a_node_without_the_secret_cannot_take_part(redis_url: str, namespace: s
     finally:
         for n in nodes:
             n.close()
+
+
+def test_cluster_size_discovery_and_the_guard(channel: dict[str, Any]) -> None:
+    nodes = [RaftNode(id=f"g{i}", cluster_size=3, channel=channel, **FAST) for i in range(3)]
+    try:
+        one_leader(nodes)
+        assert all(n.voters == ("g0", "g1", "g2") for n in nodes)
+        with pytest.raises(ClusterFull, match="cluster is full"):
+            RaftNode(id="g3", cluster_size=3, channel=channel, **FAST)
+        again = RaftNode(id="g1", cluster_size=3, channel=channel, **FAST)  # keeps its slot
+        again.close()
+        assert nodes[2].append("ok").result(10) > 0
+    finally:
+        for n in nodes:
+            n.close()
+
+
+def test_acl_user_and_password_in_the_url(redis_server: Any, redis_url: str,
+                                          namespace: str) -> None:
+    r = redis_server.client()
+    try:
+        r.acl_setuser("conflux-test", enabled=True, passwords=["+s3cret"],
+                      keys=[f"conflux:{{{namespace}}}:*"], commands=["+@all"])
+        url = redis_url.replace("redis://", "redis://conflux-test:s3cret@")
+        chan = {"name": "redis", "url": url, "namespace": namespace}
+        nodes = [RaftNode(id=f"u{i}", cluster_size=3, channel=chan, **FAST) for i in range(3)]
+        try:
+            one_leader(nodes)
+            assert nodes[0].append("via acl").result(10) > 0
+        finally:
+            for n in nodes:
+                n.close()
+        bad = {"name": "redis", "url": url.replace("s3cret", "wrong"), "namespace": namespace}
+        with pytest.raises(Exception, match=r"(?i)auth|password|WRONGPASS"):
+            RaftNode(id="u0", cluster_size=3, channel=bad, **FAST)
+    finally:
+        r.acl_deluser("conflux-test")
+        r.close()
