@@ -343,6 +343,9 @@ class RaftNode:
         with ProposalTimeout if another entry took that index."""
         fut: Future[None] = Future()
         with self._lock:
+            if self._closed.is_set():
+                fut.set_exception(ClosedError(f"node {self.id} is closed"))
+                return fut
             core = self._core
             if core is not None and index <= self._applied:
                 t = core.log.term_at(index)
