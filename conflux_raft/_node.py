@@ -34,6 +34,7 @@ from ._errors import (
     RemoteError,
 )
 from ._filestore import FileStorage
+from ._futures import settle
 from ._storage import MemoryStorage, Storage
 from ._transport import Transport
 from ._types import Entry, EntryKind, Message, MsgType, Ready, Role
@@ -53,19 +54,6 @@ class LogEntry:
     term: int
     data: Any
     internal: bool
-
-
-def _settle(fut: Future[Any], result: Any = None, exc: BaseException | None = None) -> None:
-    """Resolve `fut` unless it already is (a timeout may have won the race)."""
-    if fut.done():
-        return
-    try:
-        if exc is not None:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(result)
-    except Exception:  # InvalidStateError: settled concurrently
-        pass
 
 
 class RaftNode:
@@ -293,13 +281,13 @@ class RaftNode:
                 futures = list(self._futures.values())
                 self._futures.clear()
             for fut in futures:
-                _settle(fut, exc=err)
+                settle(fut, exc=err)
             for fut, *_ in self._rpc_out.values():
-                _settle(fut, exc=err)
+                settle(fut, exc=err)
             self._rpc_out.clear()
             for waiters in self._appliers.values():
                 for _, f in waiters:
-                    _settle(f, exc=err)
+                    settle(f, exc=err)
             self._appliers.clear()
         self._applyq.put(None)
         for t in self._threads[1:]:
@@ -311,7 +299,7 @@ class RaftNode:
             except queue.Empty:
                 break
             if item is not None and item[0] in ("propose", "rpc", "call"):
-                _settle(item[-2] if item[0] != "call" else item[2], exc=err)
+                settle(item[-2] if item[0] != "call" else item[2], exc=err)
 
     def __enter__(self) -> RaftNode:
         return self
@@ -460,9 +448,9 @@ class RaftNode:
         elif kind == "call":
             _, fn, fut = item
             try:
-                _settle(fut, fn())
+                settle(fut, fn())
             except Exception as exc:
-                _settle(fut, exc=exc)
+                settle(fut, exc=exc)
 
     def _on_message(self, core: RaftCore, m: Message) -> None:
         if m.dst != self.id:
@@ -511,7 +499,7 @@ class RaftNode:
                 for rid, (fut, _, _, sent_to) in list(self._rpc_out.items()):
                     if sent_to is not None and sent_to != leader:
                         del self._rpc_out[rid]
-                        _settle(fut, exc=ProposalTimeout(
+                        settle(fut, exc=ProposalTimeout(
                             "the leader changed before the rpc was answered; it may have run"))
             if leader is not None:
                 self._applyq.put(("leader", leader, core.term))
@@ -526,12 +514,12 @@ class RaftNode:
                 with self._fut_lock:
                     fut = self._futures.pop(seq, None)
                 if fut is not None:
-                    _settle(fut, exc=ProposalTimeout(
+                    settle(fut, exc=ProposalTimeout(
                         "not committed in time; it may still commit later"))
             else:
                 entry = self._rpc_out.pop(rid, None)
                 if entry is not None:
-                    _settle(entry[0], exc=ProposalTimeout(
+                    settle(entry[0], exc=ProposalTimeout(
                         "the rpc was not answered in time; it may have run"))
 
     # ---- rpc ------------------------------------------------------------------------
@@ -544,7 +532,7 @@ class RaftNode:
         if leader == self.id:
             del self._rpc_out[rid]
             ok, value = self._run_rpc(name, args)
-            _settle(fut, value) if ok else _settle(fut, exc=_rebuild(value))
+            settle(fut, value) if ok else settle(fut, exc=_rebuild(value))
             return
         self._rpc_out[rid] = (fut, name, args, leader)
         msg = Message(MsgType.RPC, self.id, leader, context=rid, payload=[name, args])
@@ -588,9 +576,9 @@ class RaftNode:
             return
         del self._rpc_out[m.context]
         if "ok" in m.payload:
-            _settle(fut, m.payload["ok"])
+            settle(fut, m.payload["ok"])
         else:
-            _settle(fut, exc=_rebuild(m.payload.get("err")))
+            settle(fut, exc=_rebuild(m.payload.get("err")))
 
     # ---- the apply thread -----------------------------------------------------------------
 
@@ -629,13 +617,13 @@ class RaftNode:
                     waiters = self._appliers.pop(e.index, ())
                 for term, f in waiters:
                     if term == e.term:
-                        _settle(f, None)
+                        settle(f, None)
                     else:
-                        _settle(f, exc=ProposalTimeout(
+                        settle(f, exc=ProposalTimeout(
                             f"entry {e.index} of term {term} was replaced: it was not applied"))
             for e, fut in item[2]:
                 if fut is not None:
-                    _settle(fut, e.index)
+                    settle(fut, e.index)
 
 
 def _log_entry(e: Entry) -> LogEntry:

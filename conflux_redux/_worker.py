@@ -10,24 +10,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
-from typing import Any
+
+from conflux_raft._futures import settle
+
+__all__ = ["Worker", "settle"]
 
 log = logging.getLogger("conflux_redux")
-
-
-def settle(fut: Future[Any], result: Any = None, exc: BaseException | None = None) -> bool:
-    """Resolve `fut` unless it already is (a timeout or close may have won the race)."""
-    if fut.done():
-        return False
-    try:
-        if exc is not None:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(result)
-    except Exception:  # InvalidStateError: settled concurrently
-        return False
-    return True
 
 
 class Worker:
