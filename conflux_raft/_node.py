@@ -6,7 +6,6 @@ heartbeats."""
 from __future__ import annotations
 
 import builtins
-import contextlib
 import heapq
 import itertools
 import logging
@@ -108,9 +107,18 @@ class RaftNode:
         if self._voters is None:
             assert self.options.cluster_size is not None
             # Registers at once, so that a node beyond cluster_size is refused here.
-            with contextlib.suppress(TimeoutError):
+            try:
                 self._voters = tuple(self._transport.join(self.options.cluster_size, 0.0))
-        self._storage: Storage = self._make_storage(self.options)
+            except TimeoutError:
+                pass
+            except BaseException:
+                self._transport.close()
+                raise
+        try:
+            self._storage: Storage = self._make_storage(self.options)
+        except BaseException:
+            self._transport.close()
+            raise
         self._core: RaftCore | None = None
         self._leader_seen: str | None = None
         if autostart:
