@@ -330,6 +330,7 @@ class RaftCore:
     def _become_follower(self, term: int, leader: str | None) -> None:
         if term != self.term:
             self.term, self.vote = term, None
+            self._sent = self._acked = 0  # what an older term's leader acked may be lost
         self.role = Role.FOLLOWER
         self._progress = {}
         self._set_leader(leader)
@@ -455,11 +456,16 @@ class RaftCore:
             return
         pr.recent_active = True
         if m.reject:
-            if m.index == pr.match and m.hint < pr.match and not pr.probe:
-                # The follower lost entries it had acknowledged: it restarted without
-                # durable storage. Replicate its log again from what it still holds.
-                pr.match = m.hint
-            elif m.index <= pr.match or (pr.probe and m.index != pr.next - 1):
+            if (m.index == pr.match and m.hint < pr.match
+                    and (not pr.probe or m.index == pr.next - 1)):
+                # The follower lacks entries it acknowledged: it restarted without durable
+                # storage, or this reject is stale (sent before its ack, delivered after).
+                # Probe from its hint but keep match: lowering match on stale rejects
+                # stalls replication for good when the network reorders.
+                pr.become_probe(self.log.conflict_hint(m.hint, m.hint_term) + 1)
+                self._send_append(m.src, pr, empty_ok=True)
+                return
+            if m.index <= pr.match or (pr.probe and m.index != pr.next - 1):
                 return  # stale
             nxt = self.log.conflict_hint(m.hint, m.hint_term) + 1
             pr.become_probe(max(pr.match + 1, min(nxt, m.index)))
@@ -473,6 +479,7 @@ class RaftCore:
             self._maybe_commit()
         if pr.probe:
             pr.become_replicate()
+        self._send_appends(m.src)  # has_ready() does not look for sendable entries
 
     # ---- proposals --------------------------------------------------------------------
 
@@ -482,13 +489,14 @@ class RaftCore:
             bool(self._pending)
             and target is not None
             and (target != self.id or self.role is Role.LEADER)
-            and self._sent < self._next_seq - 1
+            and self._sent <= self._acked  # one batch in flight, so reordering makes no gaps
+            and max(self._sent, self._acked) < self._next_seq - 1
         )
 
     def _flush_proposals(self) -> None:
         if not self._has_proposals_to_send():
             return
-        first = max(self._sent + 1, next(iter(self._pending)))
+        first = max(self._sent, self._acked, next(iter(self._pending)) - 1) + 1
         last = self._next_seq - 1
         target = self._target
         assert target is not None
@@ -500,14 +508,15 @@ class RaftCore:
                 ])
                 self._sent = self._acked = last
             return
-        step = self.cfg.max_msg_entries
-        for lo in range(first, last + 1, step):
-            batch = tuple(
-                Entry(0, 0, self._pending[s], EntryKind.NORMAL, self.cfg.session, s)
-                for s in range(lo, min(lo + step, last + 1))
-            )
-            self._msgs.append(Message(MsgType.PROPOSE, self.id, target, entries=batch))
-        self._sent = last
+        # One batch per round trip: a batch sent before the previous one is answered could
+        # arrive first, be refused as a gap, and make every answer trigger a resend.
+        hi = min(first + self.cfg.max_msg_entries, last + 1)
+        batch = tuple(
+            Entry(0, 0, self._pending[s], EntryKind.NORMAL, self.cfg.session, s)
+            for s in range(first, hi)
+        )
+        self._msgs.append(Message(MsgType.PROPOSE, self.id, target, entries=batch))
+        self._sent = hi - 1
 
     def _accept(self, client: str, entries: list[Entry] | tuple[Entry, ...]) -> tuple[int, int]:
         """Leader: append the client's entries that come next in its sequence, once each.
@@ -548,12 +557,12 @@ class RaftCore:
             redirect = m.payload
             if redirect in self.cfg.voters and redirect not in (m.src, self.id):
                 self._target = redirect
-            self._sent = self._acked = 0
-            return
+                self._sent = self._acked = 0
+            return  # else the resend timer retries: one reject per batch must not resend all
         self._acked = max(self._acked, m.hint)
         self._resend_elapsed = 0
-        if m.index:
-            self._sent = min(self._sent, m.index - 1)
+        if m.index:  # the target lacks seq m.index: resend from there
+            self._sent = max(self._acked, min(self._sent, m.index - 1))
 
     # ---- helpers ----------------------------------------------------------------------
 

@@ -23,10 +23,14 @@ class Host:
     what the storage holds, under a fresh session id (`<id>.<incarnation>`).
     """
 
-    __slots__ = ("acked", "applied", "config", "core", "id", "incarnation", "storage")
+    __slots__ = ("acked", "applied", "config", "core", "core_class", "id", "incarnation",
+                 "storage")
 
-    def __init__(self, config: CoreConfig, rng: random.Random) -> None:
+    def __init__(
+        self, config: CoreConfig, rng: random.Random, core_class: type[RaftCore] = RaftCore
+    ) -> None:
         self.id = config.id
+        self.core_class = core_class
         self.config = config
         self.storage = MemoryStorage()
         self.incarnation = 0
@@ -52,13 +56,21 @@ class Host:
     def crash(self) -> None:
         self.core = None
 
+    def tear(self) -> None:
+        """Crash in the middle of a batch: persisted, but nothing sent or applied."""
+        core = self.live()
+        if core.has_ready():
+            rd = core.ready()
+            self.storage.save(rd.hard_state, rd.entries)
+        self.crash()
+
     def restart(self, rng: random.Random) -> RaftCore:
         """Start a new core from the persisted hard state and log only."""
         self.incarnation += 1
         self.config = replace(self.config, session=self.session)
         hard_state, entries = self.storage.load()
         self.applied = []  # the state machine is rebuilt from the log
-        self.core = RaftCore(self.config, rng, hard_state, entries)
+        self.core = self.core_class(self.config, rng, hard_state, entries)
         return self.core
 
     def flush(self) -> list[Message]:

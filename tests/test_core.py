@@ -1,0 +1,220 @@
+"""The core's contract with its driver (the Ready protocol, config, restarts), and one
+regression test per core bug that the simulator found."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from conflux_raft import (
+    ConfigError,
+    CoreConfig,
+    Entry,
+    EntryKind,
+    HardState,
+    MemoryStorage,
+    Message,
+    MsgType,
+    RaftCore,
+    Role,
+)
+from conflux_raft.testing import Cluster
+
+IDS = ("n1", "n2", "n3")
+A, AR = MsgType.APPEND, MsgType.APPEND_RESP
+P, PR = MsgType.PROPOSE, MsgType.PROPOSE_RESP
+
+
+def make(node: str = "n1", term: int = 0, terms: tuple[int, ...] = (), **options: Any) -> RaftCore:
+    options = {"election_ticks": (10, 10), "pre_vote": False, **options}
+    entries = [Entry(t, i, b"0") for i, t in enumerate(terms, start=1)]
+    return RaftCore(CoreConfig(node, IDS, f"{node}.1", **options), random.Random(0),
+                    HardState(term), entries)
+
+
+def sent(core: RaftCore) -> list[Message]:
+    out: list[Message] = []
+    while core.has_ready():
+        rd = core.ready()
+        out += rd.messages
+        core.advance(rd)
+    return out
+
+
+def leader(**options: Any) -> RaftCore:
+    core = make(term=1, **options)
+    while core.role is Role.FOLLOWER:
+        core.tick()
+    core.step(Message(MsgType.VOTE_RESP, "n2", "n1", term=2))
+    assert core.role is Role.LEADER
+    sent(core)
+    return core
+
+
+def follower_of_n1(**options: Any) -> RaftCore:
+    core = make("n2", term=1, **options)
+    core.step(Message(A, "n1", "n2", term=1))
+    sent(core)
+    return core
+
+
+# ---- the Ready protocol ------------------------------------------------------------------
+
+
+def test_entries_are_handed_over_once_and_committed_ones_until_advance() -> None:
+    core = RaftCore(CoreConfig("solo", ("solo",), "s"), random.Random(0))
+    while core.role is not Role.LEADER:
+        core.tick()
+    core.propose(b'"a"')
+    rd = core.ready()
+    assert [e.kind for e in rd.entries] == [EntryKind.NOOP, EntryKind.NORMAL]
+    assert [e.index for e in rd.committed] == [1, 2]
+    assert rd.hard_state == HardState(1, "solo", 2)
+    again = core.ready()
+    assert again.entries == () and again.hard_state is None
+    assert again.committed == rd.committed  # not yet acknowledged
+    core.advance(again)
+    assert not core.has_ready()
+    assert not core.ready()
+
+
+def test_a_core_restarts_from_what_was_persisted() -> None:
+    c = Cluster(3)
+    c.elect("n1")
+    for i in range(3):
+        c.propose("n2", b"%d" % i)
+    c.run(2)
+    storage: MemoryStorage = c.hosts["n2"].storage
+    hard_state, entries = storage.load()
+    assert (hard_state.term, hard_state.commit, len(entries)) == (1, 4, 4)
+    core = RaftCore(c["n2"].cfg, random.Random(1), hard_state, entries)
+    assert (core.term, core.vote, core.log.commit, core.log.last_index) == (1, "n1", 4, 4)
+    assert core.role is Role.FOLLOWER and core.leader is None
+    rd = core.ready()  # the state machine is rebuilt from the log
+    assert [e.index for e in rd.committed] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("id", ""), ("voters", ()), ("voters", ("a", "a")), ("election_ticks", (0, 5)),
+    ("election_ticks", (9, 5)), ("heartbeat_ticks", 0), ("heartbeat_ticks", 10),
+    ("max_msg_entries", 0), ("max_msg_bytes", 0), ("max_inflight", 0),
+])
+def test_config_is_validated(option: str, value: Any) -> None:
+    fields: dict[str, Any] = {"id": "a", "voters": ("a", "b"), "session": "s", option: value}
+    with pytest.raises(ConfigError) as info:
+        RaftCore(CoreConfig(**fields), random.Random(0))
+    assert isinstance(info.value, ValueError)
+
+
+def test_progress_is_the_leaders_match_index_per_follower() -> None:
+    c = Cluster(3)
+    assert c["n1"].progress() == {}
+    c.elect("n1")
+    c.propose("n1", b"1")
+    c.stabilize()
+    assert c["n1"].progress() == {"n2": 2, "n3": 2}
+    assert c["n2"].progress() == {}
+
+
+def test_pending_proposals_count_until_seen_committed() -> None:
+    c = Cluster(3)
+    c.elect("n1")
+    c.propose("n2", b"1")
+    c.propose("n2", b"2")
+    assert c["n2"].pending_proposals == 2
+    c.stabilize()
+    assert c["n2"].pending_proposals == 2  # committed, but n2 does not know it yet
+    c.run(2)
+    assert c["n2"].pending_proposals == 0
+
+
+def test_a_propose_mixing_sessions_is_ignored() -> None:
+    core = leader()
+    mixed = (Entry(0, 0, b"1", EntryKind.NORMAL, "a", 1),
+             Entry(0, 0, b"2", EntryKind.NORMAL, "b", 1))
+    core.step(Message(P, "n2", "n1", entries=mixed))
+    assert core.log.last_index == 1
+    assert [m for m in sent(core) if m.type is PR] == []
+
+
+# ---- regressions: bugs the simulator found ------------------------------------------------
+
+
+def test_proposals_go_one_batch_per_round_trip() -> None:
+    """Batches sent back to back were reordered, refused as gaps, and every refusal resent
+    every batch again: message counts grew without bound (seeds 17 and 921)."""
+    core = follower_of_n1(max_msg_entries=3)
+    for i in range(10):
+        core.propose(b"%d" % i)
+    [batch] = sent(core)
+    assert (batch.type, [e.seq for e in batch.entries]) == (P, [1, 2, 3])
+    core.step(Message(PR, "n1", "n2", context="n2.1", hint=3))
+    [batch] = sent(core)
+    assert [e.seq for e in batch.entries] == [4, 5, 6]
+    core.step(Message(PR, "n1", "n2", context="n2.1", hint=3, index=4))  # a gap at 4
+    assert [[e.seq for e in m.entries] for m in sent(core)] == [[4, 5, 6]]
+
+
+def test_a_refusal_without_a_redirect_waits_for_the_resend_timer() -> None:
+    core = follower_of_n1(max_msg_entries=1)
+    for i in range(5):
+        core.propose(b"%d" % i)
+    assert len(sent(core)) == 1
+    for _ in range(3):  # one refusal per batch sent; none may resend everything
+        core.step(Message(PR, "n1", "n2", reject=True, context="n2.1", payload=None))
+        assert sent(core) == []
+    def beat() -> list[list[int]]:
+        core.step(Message(A, "n1", "n2", term=1))
+        core.tick()
+        return [[e.seq for e in m.entries] for m in sent(core) if m.type is P]
+
+    assert [beat() for _ in range(9)] == [[]] * 9
+    assert beat() == [[1]]
+
+
+def test_what_a_leader_acked_is_resent_when_the_term_changes() -> None:
+    """An ack only says the leader's log held the entry: a later term may have dropped it,
+    even if the same node leads again (liveness, found by the simulator)."""
+    core = follower_of_n1()
+    core.propose(b'"x"')
+    assert len(sent(core)) == 1
+    core.step(Message(PR, "n1", "n2", context="n2.1", hint=1))
+    for _ in range(30):
+        core.step(Message(A, "n1", "n2", term=1))
+        core.tick()
+    assert [m.type for m in sent(core)] == [AR] * 30
+    core.step(Message(A, "n1", "n2", term=3))
+    assert [m.type for m in sent(core)] == [AR, P]
+
+
+def test_a_stale_refusal_does_not_lower_match() -> None:
+    """A refusal sent before an ack but delivered after it used to lower match, and under
+    reordering replication never caught up again (seed 277)."""
+    core = leader(max_msg_entries=1)
+    for i in range(5):
+        core.propose(b"%d" % i)
+    sent(core)
+    core.step(Message(AR, "n2", "n1", term=2, index=4))
+    assert core.progress()["n2"] == 4
+    sent(core)
+    core.step(Message(AR, "n2", "n1", term=2, index=4, reject=True, hint=2, hint_term=2))
+    assert core.progress()["n2"] == 4
+    [probe] = [m for m in sent(core) if m.dst == "n2"]
+    assert (probe.index, [e.index for e in probe.entries]) == (2, [3])
+    core.step(Message(AR, "n2", "n1", term=2, index=3))
+    assert [m.index for m in sent(core) if m.dst == "n2"] == [4, 5]
+
+
+def test_an_ack_lets_the_leader_send_what_comes_next_at_once() -> None:
+    """has_ready() did not see entries waiting for a follower that just left probing, so
+    they waited for the next heartbeat (seed 277: one entry per heartbeat)."""
+    core = leader(max_msg_entries=1, max_inflight=8)
+    for i in range(5):
+        core.propose(b"%d" % i)
+    core.step(Message(AR, "n3", "n1", term=2, index=1))
+    sent(core)
+    core.step(Message(AR, "n2", "n1", term=2, index=1))  # changes nothing but n2's state
+    assert core.has_ready()
+    assert [m.index for m in sent(core) if m.dst == "n2"] == [1, 2, 3, 4, 5]
