@@ -76,7 +76,7 @@ def decode(raw: bytes, secret: bytes | None = None) -> Message:
         raise MalformedMessage(f"not JSON: {exc}") from None
     if not isinstance(fields, list) or len(fields) != _FIELDS:
         raise MalformedMessage("not a message array")
-    if fields[0] != VERSION:
+    if type(fields[0]) is not int or fields[0] != VERSION:
         raise MalformedMessage(f"unsupported version {fields[0]!r}")
     (_, mtype, src, dst, term, log_term, index, commit, entries, reject, hint, hint_term,
      context, payload) = fields
