@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from _wait import wait_for
 
 from conflux_raft import (
     ClosedError,
@@ -22,14 +23,6 @@ from conflux_raft import (
 from conflux_raft._memory import MemoryHub
 
 FAST = {"election_timeout": (0.15, 0.3), "heartbeat_interval": 0.03}
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def leader_of(nodes: list[RaftNode]) -> RaftNode:

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, wait
 from typing import Any
 
 import pytest
+from _wait import wait_for
 
 from conflux_raft import ClusterFull, Message, MsgType, Overloaded, RaftNode, encode
 
 FAST = {"election_timeout": (0.2, 0.4), "heartbeat_interval": 0.04}
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 @pytest.fixture(params=["memory", "redis"])
