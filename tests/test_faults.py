@@ -123,6 +123,13 @@ def cluster(redis_url: str, namespace: str, tmp_path: Path) -> Iterator[Callable
         p.stop()
 
 
+def more_acks(procs: list[Proc], n: int, what: str, timeout: float = 30) -> None:
+    """Wait until each of `procs` has had more than `n` more appends acknowledged."""
+    before = [p.n_acks() for p in procs]
+    wait_for(lambda: all(p.n_acks() > b + n for p, b in zip(procs, before, strict=True)),
+             timeout, what)
+
+
 def agreed_leader(procs: list[Proc], exclude: str | None = None) -> str:
     """Wait until every live process names the same leader (other than `exclude`)."""
     live = [p for p in procs if p.alive()]
@@ -170,7 +177,7 @@ def test_three_and_five_process_clusters_replicate(cluster: Callable[..., list[P
     agreed_leader(procs)
     for p in procs:
         p.tell("run")
-    wait_for(lambda: all(p.n_acks() >= 20 for p in procs), 30, "appends from every node")
+    more_acks(procs, 20, "appends from every node")
     for p in procs:
         p.tell("pause")
     check_agreement(procs, procs)
@@ -181,7 +188,7 @@ def test_kill9_of_the_leader(cluster: Callable[..., list[Proc]]) -> None:
     leader = agreed_leader(procs)
     for p in procs:
         p.tell("run")
-    wait_for(lambda: all(p.n_acks() >= 10 for p in procs), 30, "appends before the kill")
+    more_acks(procs, 10, "appends before the kill")
     victim = next(p for p in procs if p.id == leader)
     rest = [p for p in procs if p is not victim]
     killed_at = time.monotonic()
@@ -189,9 +196,7 @@ def test_kill9_of_the_leader(cluster: Callable[..., list[Proc]]) -> None:
     new = agreed_leader(rest, exclude=leader)
     elected_at = min(t for p in rest for t, lid, _ in p.leaders if lid == new and t > killed_at)
     print(f"\nkill -9 of the leader -> new leader {new} after {elected_at - killed_at:.3f} s")
-    before = [p.n_acks() for p in rest]
-    wait_for(lambda: all(p.n_acks() > b + 10 for p, b in zip(rest, before, strict=True)), 30,
-             "appends after the kill")
+    more_acks(rest, 10, "appends after the kill", 30)
     for p in rest:
         p.tell("pause")
     check_agreement(procs, rest)
@@ -202,20 +207,17 @@ def test_sigstop_of_the_leader(cluster: Callable[..., list[Proc]]) -> None:
     leader = agreed_leader(procs)
     for p in procs:
         p.tell("run")
-    wait_for(lambda: all(p.n_acks() >= 10 for p in procs), 30, "appends before the pause")
+    more_acks(procs, 10, "appends before the pause")
     old = next(p for p in procs if p.id == leader)
     rest = [p for p in procs if p is not old]
     old.kill(signal.SIGSTOP)
     try:
         new = agreed_leader(rest, exclude=leader)
-        before = [p.n_acks() for p in rest]
-        wait_for(lambda: all(p.n_acks() > b + 10 for p, b in zip(rest, before, strict=True)),
-                 30, "appends while the old leader is paused")
+        more_acks(rest, 10, "appends while the old leader is paused")
     finally:
         old.kill(signal.SIGCONT)
     wait_for(lambda: old.leader == new, 20, "the old leader to follow the new one")
-    old_acks = old.n_acks()
-    wait_for(lambda: old.n_acks() > old_acks + 5, 30, "the old leader's appends to commit again")
+    more_acks([old], 5, "the old leader's appends to commit again")
     for p in procs:
         p.tell("pause")
     check_agreement(procs, procs)
@@ -227,13 +229,11 @@ def test_redis_restart_the_cluster_resumes(cluster: Callable[..., list[Proc]],
     agreed_leader(procs)
     for p in procs:
         p.tell("run")
-    wait_for(lambda: all(p.n_acks() >= 10 for p in procs), 30, "appends before the outage")
+    more_acks(procs, 10, "appends before the outage")
     redis_server.stop()
     time.sleep(3)
     redis_server.start()
-    before = [p.n_acks() for p in procs]
-    wait_for(lambda: all(p.n_acks() > b + 10 for p, b in zip(procs, before, strict=True)), 60,
-             "appends after Redis came back")
+    more_acks(procs, 10, "appends after Redis came back", 60)
     for p in procs:
         p.tell("pause")
     assert all(p.alive() for p in procs)
@@ -259,9 +259,7 @@ def test_garbage_in_the_inboxes(cluster: Callable[..., list[Proc]], redis_server
             pipe.execute()
     finally:
         r.close()
-    before = [p.n_acks() for p in procs]
-    wait_for(lambda: all(p.n_acks() > b + 10 for p, b in zip(procs, before, strict=True)), 30,
-             "appends after the garbage")
+    more_acks(procs, 10, "appends after the garbage", 30)
     for p in procs:
         p.tell("pause")
         p.tell("status")
