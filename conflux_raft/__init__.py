@@ -1,51 +1,68 @@
 """conflux_raft: a Raft library with a core that does no I/O, over an in-process hub or
-Redis Streams."""
+Redis Streams. See ARCHITECTURE.md for the packages: `core`, `storage`, `transport`,
+`node` and `testing`."""
 
-from ._codec import decode, encode
-from ._core import CoreConfig, RaftCore
 from ._errors import (
     ClosedError,
     ClusterFull,
     ConfigError,
     ConfluxRaftError,
+    EntryUnavailable,
     MalformedMessage,
     Overloaded,
     ProposalTimeout,
     RemoteError,
 )
-from ._filestore import FileStorage
-from ._memory import MemoryHub, MemoryTransport
-from ._node import LogEntry, RaftNode
-from ._storage import MemoryStorage, Storage
-from ._transport import Transport
-from ._types import Entry, EntryKind, HardState, Message, MsgType, Ready, Role
+from .core import CoreConfig, Entry, EntryKind, HardState, Message, MsgType, RaftCore, Ready, Role
+from .node import Append, LogEntry, NodeOptions, RaftNode, parse_options, settle
+from .storage import FileStorage, MemoryStorage, Storage
+from .transport import (
+    Discovery,
+    MemoryDiscovery,
+    MemoryHub,
+    MemoryTransport,
+    RedisDiscovery,
+    RedisTransport,
+    Transport,
+    decode,
+    encode,
+)
 
 __all__ = [
+    "Append",
     "ClosedError",
     "ClusterFull",
     "ConfigError",
     "ConfluxRaftError",
     "CoreConfig",
+    "Discovery",
     "Entry",
     "EntryKind",
+    "EntryUnavailable",
     "FileStorage",
     "HardState",
     "LogEntry",
     "MalformedMessage",
+    "MemoryDiscovery",
     "MemoryHub",
     "MemoryStorage",
     "MemoryTransport",
     "Message",
     "MsgType",
+    "NodeOptions",
     "Overloaded",
     "ProposalTimeout",
     "RaftCore",
     "RaftNode",
     "Ready",
+    "RedisDiscovery",
+    "RedisTransport",
     "RemoteError",
     "Role",
     "Storage",
     "Transport",
     "decode",
     "encode",
+    "parse_options",
+    "settle",
 ]

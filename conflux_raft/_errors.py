@@ -31,6 +31,10 @@ class ClusterFull(ConfluxRaftError, RuntimeError):
     """This node's id would make the cluster larger than its configured size."""
 
 
+class EntryUnavailable(ConfluxRaftError, LookupError):
+    """A storage was asked for an index it does not hold (compacted, or never written)."""
+
+
 class RemoteError(ConfluxRaftError):
     """An rpc on the leader failed with an exception that could not be rebuilt here."""
 

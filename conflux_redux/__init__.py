@@ -18,10 +18,11 @@ from conflux_raft import (
 )
 from conflux_raft import ConfluxRaftError as ConfluxError
 
+from ._actions import PERFORM, check_action, perform_action
 from ._config import ConfluxConfig
 from ._enhancer import conflux_enhancer
+from ._face import ConfluxStore
 from ._middleware import apply_middleware, methods_middleware
-from ._store import PERFORM, ConfluxStore, check_action, perform_action
 
 __all__ = [
     "PERFORM",

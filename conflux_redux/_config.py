@@ -6,8 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from conflux_raft import ConfigError
-from conflux_raft._config import parse_options
+from conflux_raft import ConfigError, parse_options
 
 Method = Callable[..., Any]
 

@@ -6,7 +6,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._config import ConfluxConfig, to_config
-from ._store import ConfluxStore, make_store
+from ._face import ConfluxStore
+from ._replica import make_store
 
 StoreCreator = Callable[..., Any]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ._store import PERFORM
+from ._actions import PERFORM
 
 Dispatch = Callable[[Any], Any]
 Middleware = Callable[[dict[str, Any]], Callable[[Dispatch], Dispatch]]

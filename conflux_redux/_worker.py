@@ -11,9 +11,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from conflux_raft._futures import settle
-
-__all__ = ["Worker", "settle"]
+__all__ = ["Worker"]
 
 log = logging.getLogger("conflux_redux")
 

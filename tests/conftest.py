@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from conflux_raft._memory import MemoryHub
+from conflux_raft import MemoryHub
 
 MIN_REDIS = (6, 2)
 _START_TIMEOUT = 10.0

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from strategies import messages
 
 from conflux_raft import Entry, EntryKind, MalformedMessage, Message, MsgType, decode, encode
-from conflux_raft._codec import VERSION
+from conflux_raft.transport import VERSION
 
 SECRET = b"shared secret"
 

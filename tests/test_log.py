@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from strategies import logs
 
 from conflux_raft import CoreConfig, Entry, HardState, Message, MsgType, RaftCore, Role
-from conflux_raft._log import RaftLog
+from conflux_raft.core import RaftLog
 
 
 def log_of(*terms: int) -> RaftLog:

@@ -20,7 +20,7 @@ from conflux_raft import (
     RaftNode,
     RemoteError,
 )
-from conflux_raft._memory import MemoryHub
+from conflux_raft import MemoryHub
 
 FAST = {"election_timeout": (0.15, 0.3), "heartbeat_interval": 0.03}
 

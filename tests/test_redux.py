@@ -15,7 +15,7 @@ from pydux.compose import compose
 from pydux.log_middleware import log_middleware
 from pydux.thunk_middleware import thunk_middleware
 
-from conflux_raft._memory import MemoryHub
+from conflux_raft import MemoryHub
 from conflux_redux import (
     PERFORM,
     ClosedError,
@@ -157,7 +157,7 @@ class Cluster:
 
     @property
     def open_stores(self) -> list[ConfluxStore]:
-        return [s for s in self.stores if not s.node._closed.is_set()]
+        return [s for s in self.stores if not s.node.closed]
 
     def leader(self) -> ConfluxStore:
         stores = self.open_stores

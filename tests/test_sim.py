@@ -16,7 +16,7 @@ import pytest
 from test_paper import figure_8
 
 from conflux_raft import Entry, EntryKind, Message, MsgType, RaftCore, Role
-from conflux_raft._log import RaftLog
+from conflux_raft.core import RaftLog, SessionTable
 from conflux_raft.testing import (
     AppendLog,
     Cluster,
@@ -94,16 +94,15 @@ class QuorumOffByOne(RaftCore):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._quorum = len(self.cfg.voters) // 2
+        self.voters.quorum = len(self.cfg.voters) // 2
 
 
 class CommitOldTerms(RaftCore):
     """Commits by counting replicas whatever the entry's term (the trap of §5.4.2)."""
 
     def _maybe_commit(self) -> None:
-        matches = sorted([self.log.last_index] + [self._progress[p].match for p in self._peers],
-                         reverse=True)
-        self.log.commit = max(self.log.commit, matches[self._quorum - 1])
+        match = {self.id: self.log.last_index, **self.progress()}
+        self.log.commit = max(self.log.commit, self.voters.committed_index(match))
 
 
 class _TrustingLog(RaftLog):
@@ -124,26 +123,34 @@ class VoteWithoutLogCheck(RaftCore):
 class TruncateAtLastConflict(RaftCore):
     """On an append, deletes from the last conflicting entry instead of the first (§5.3)."""
 
-    def _on_append(self, m: Message) -> None:
+    def _handle_append(self, m: Message) -> None:
         log = self.log
         clash = [i for i, e in enumerate(m.entries) if log.term_at(e.index) not in (None, e.term)]
         if len(clash) > 1 and log.matches(m.index, m.log_term):
             prev = m.entries[clash[-1]].index - 1  # as if the earlier clashes matched
             m = replace(m, index=prev, log_term=log.term_at(prev) or 0,
                         entries=m.entries[clash[-1]:])
-        super()._on_append(m)
+        super()._handle_append(m)
+
+
+class _ForgetfulSessions(SessionTable):
+    """Remembers each session's highest seq, but appends whatever it is given."""
+
+    def accept(self, client: str, entries: Sequence[Entry], term: int,
+               last_index: int) -> tuple[list[Entry], int, int]:
+        top = max([self._top.get(client, 0), *(e.seq for e in entries)])
+        self._top[client] = top
+        new = [Entry(term, last_index + 1 + i, e.data, EntryKind.NORMAL, client, e.seq)
+               for i, e in enumerate(entries)]
+        return new, top, 0
 
 
 class NoDedup(RaftCore):
     """Appends every proposal it is sent, retries included (dissertation §6.3)."""
 
-    def _accept(self, client: str, entries: Sequence[Entry]) -> tuple[int, int]:
-        top = max([self._sessions.get(client, 0), *(e.seq for e in entries)])
-        self._sessions[client] = top
-        first = self.log.last_index + 1
-        self._append([Entry(self.term, first + i, e.data, EntryKind.NORMAL, client, e.seq)
-                      for i, e in enumerate(entries)])
-        return top, 0
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sessions = _ForgetfulSessions()
 
 
 BROKEN = [
@@ -231,7 +238,7 @@ def test_the_checker_sees_two_logs_that_disagree_before_a_matching_entry() -> No
     c.run(2)
     checker = observed(c)
     c.crash("n3")
-    entries = c.hosts["n3"].storage.entries
+    entries = c.hosts["n3"].storage.load()[1]
     c.restart("n3", entries=[Entry(1, 1, b"forged"), *entries[1:]])
     with pytest.raises(SafetyViolation, match="Log Matching"):
         checker.observe(c.hosts["n3"])
@@ -245,7 +252,7 @@ def test_the_checker_sees_a_leader_that_rewrites_its_log() -> None:
     leader = c["n1"]
     leader.log.truncate_after(1)
     leader.log.append([Entry(1, 2, b"2")])
-    c.hosts["n1"].storage.entries[1:] = [Entry(1, 2, b"2")]
+    c.hosts["n1"].storage.save(None, [Entry(1, 2, b"2")])
     with pytest.raises(SafetyViolation, match="Leader Append-Only"):
         checker.observe(c.hosts["n1"])
 

@@ -14,10 +14,18 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from conflux_raft._errors import ClosedError, ClusterFull, ConfigError
-from conflux_raft._memory import MemoryHub, MemoryTransport
-from conflux_raft._redis import RedisTransport, inbox_key, members_key
-from conflux_raft._transport import Transport
+from conflux_raft import ClosedError, ClusterFull, ConfigError
+from conflux_raft.transport import (
+    Discovery,
+    MemoryDiscovery,
+    MemoryHub,
+    MemoryTransport,
+    RedisDiscovery,
+    RedisTransport,
+    Transport,
+    inbox_key,
+    members_key,
+)
 
 if TYPE_CHECKING:
     from conftest import RedisServer
@@ -62,7 +70,7 @@ class Net:
         self.kind = kind
         self.namespace = namespace
         self.url = url
-        self.made: list[Transport] = []
+        self.made: list[Transport | Discovery] = []
 
     def make(self, node_id: str, **options: Any) -> Transport:
         transport: Transport
@@ -72,6 +80,15 @@ class Net:
             transport = RedisTransport(node_id, self.url, self.namespace, **options)
         self.made.append(transport)
         return transport
+
+    def discovery(self, node_id: str) -> Discovery:
+        discovery: Discovery
+        if self.kind == "memory":
+            discovery = MemoryDiscovery(node_id, self.namespace)
+        else:
+            discovery = RedisDiscovery(node_id, self.url, self.namespace)
+        self.made.append(discovery)
+        return discovery
 
     def started(self, node_id: str, **options: Any) -> tuple[Transport, Inbox]:
         transport = self.make(node_id, **options)
@@ -136,7 +153,7 @@ def test_a_restarted_node_reads_only_new_messages(net: Net) -> None:
 
 
 def test_join_keeps_registration_order_and_refuses_extra_nodes(net: Net) -> None:
-    a, b, c, d = (net.make(n) for n in "abcd")
+    a, b, c, d = (net.discovery(n) for n in "abcd")
     for early in (a, b):
         with pytest.raises(TimeoutError) as info:
             early.join(3, timeout=0)
@@ -147,11 +164,11 @@ def test_join_keeps_registration_order_and_refuses_extra_nodes(net: Net) -> None
         d.join(3, timeout=WAIT)
     with pytest.raises(ClusterFull):  # and a refused id stays refused
         d.join(3, timeout=WAIT)
-    assert net.make("a").join(3, timeout=WAIT) == ["a", "b", "c"]  # a restarted node
+    assert net.discovery("a").join(3, timeout=WAIT) == ["a", "b", "c"]  # a restarted node
 
 
 def test_join_waits_until_the_cluster_is_complete(net: Net) -> None:
-    a, b = net.make("a"), net.make("b")
+    a, b = net.discovery("a"), net.discovery("b")
     with pytest.raises(TimeoutError):
         a.join(2, timeout=0)  # registers a first
     result: list[list[str]] = []
@@ -162,8 +179,29 @@ def test_join_waits_until_the_cluster_is_complete(net: Net) -> None:
     assert result == [["a", "b"]]
 
 
+def test_close_wakes_a_waiting_join(net: Net) -> None:
+    a = net.discovery("a")
+    errors: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            a.join(2, timeout=WAIT)
+        except BaseException as exc:
+            errors.append(exc)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    eventually(lambda: "a" in MemoryHub.get(net.namespace).members if net.kind == "memory"
+               else True, what="a to register")
+    time.sleep(0.1)
+    a.close()
+    waiter.join(WAIT)
+    assert not waiter.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], ClosedError)
+
+
 def test_join_rejects_nonsense(net: Net) -> None:
-    a = net.make("a")
+    a = net.discovery("a")
     for size in (0, -1, 1.5, True):
         with pytest.raises(ConfigError, match="cluster_size"):
             a.join(size, timeout=1)  # type: ignore[arg-type]
@@ -227,7 +265,7 @@ def test_garbage_in_an_inbox_is_passed_on_and_the_reader_lives(
         client.xadd(key, {"M": "capital"})
         assert inbox.wait(4) == [b"", b"\xff\x00not a message", b"", b""]
         # The inbox replaced by a key of the wrong type: the reader retries, then resumes.
-        with caplog.at_level(logging.WARNING, logger="conflux_raft._redis"):
+        with caplog.at_level(logging.WARNING, logger="conflux_raft.redis"):
             client.delete(key)
             client.set(key, "not a stream")
             eventually(lambda: "retrying" in caplog.text, what="a warning")
@@ -266,8 +304,11 @@ def test_send_returns_at_once_and_counts_drops_when_redis_is_unreachable(
             assert a.stats()["dropped"] >= 90
             eventually(lambda: a.stats()["dropped"] == 100, what="all 100 dropped")
             assert a.stats()["sent"] == 0
+            nobody = RedisDiscovery("a", f"redis://127.0.0.1:{port}/0", namespace,
+                                    connect_timeout=0.2)
             with pytest.raises(TimeoutError):
-                a.join(1, timeout=0.3)
+                nobody.join(1, timeout=0.3)
+            nobody.close()
         finally:
             a.close()
 
@@ -279,7 +320,7 @@ def test_the_transport_recovers_by_itself_after_redis_restarts(
     b, inbox_b = redis_net.started("b")
     a.send([("b", b"before")])
     assert inbox_b.wait(1) == [b"before"]
-    with caplog.at_level(logging.WARNING, logger="conflux_raft._redis"):
+    with caplog.at_level(logging.WARNING, logger="conflux_raft.redis"):
         redis_server.stop()
         try:
             deadline = time.monotonic() + 2.0
@@ -367,20 +408,23 @@ def test_acl_user_and_password_in_the_url(
         client.acl_setuser(user, enabled=True, passwords=["+s3cret"], keys=["conflux:*"],
                            commands=["+@all"])
         url = f"redis://{user}:s3cret@127.0.0.1:{redis_server.port}/0"
+        bad_url = url.replace("s3cret", "wrong")
         a = RedisTransport("a", url, redis_net.namespace)
         b = RedisTransport("b", url, redis_net.namespace)
-        wrong = RedisTransport("w", url.replace("s3cret", "wrong"), redis_net.namespace)
-        redis_net.made += [a, b, wrong]
+        wrong = RedisTransport("w", bad_url, redis_net.namespace)
+        joins = [RedisDiscovery(i, u, redis_net.namespace)
+                 for i, u in (("a", url), ("b", url), ("w", bad_url))]
+        redis_net.made += [a, b, wrong, *joins]
         inbox = Inbox()
         b.start(inbox)
         with pytest.raises(TimeoutError):
-            b.join(2, timeout=0)
-        assert a.join(2, timeout=WAIT) == ["b", "a"]
+            joins[1].join(2, timeout=0)
+        assert joins[0].join(2, timeout=WAIT) == ["b", "a"]
         a.send([("b", b"hello")])
         assert inbox.wait(1) == [b"hello"]
         with pytest.raises(ConfigError, match=r"url.*AuthenticationError"):
-            wrong.join(1, timeout=WAIT)  # waiting would not help: at once
-        with caplog.at_level(logging.WARNING, logger="conflux_raft._redis"):
+            joins[2].join(1, timeout=WAIT)  # waiting would not help: at once
+        with caplog.at_level(logging.WARNING, logger="conflux_raft.redis"):
             wrong.start(Inbox())  # the threads: logged, retried, never raised
             wrong.send([("b", b"refused")])
             eventually(lambda: wrong.stats()["dropped"] == 1, what="the refused send")
@@ -500,12 +544,13 @@ def test_memory_delay_holds_and_reorders(
 
 def test_memory_reset_gives_a_fresh_hub(namespace: str) -> None:
     a = MemoryTransport("a", namespace)
-    assert a.join(1, timeout=0) == ["a"]
+    assert MemoryDiscovery("a", namespace).join(1, timeout=0) == ["a"]
     MemoryHub.reset(namespace)
     fresh = MemoryHub.get(namespace)
     assert fresh is not a.hub and fresh.members == []
     b = MemoryTransport("b", namespace)
-    assert b.join(1, timeout=0) == ["b"]
+    assert b.hub is fresh
+    assert MemoryDiscovery("b", namespace).join(1, timeout=0) == ["b"]
     a.close()
     b.close()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .._types import Entry, Role
+from ..core import Entry, Role
 from ._host import Host, ProtocolViolation
 
 
@@ -108,7 +108,8 @@ class SafetyChecker:
         hs = host.storage.hard_state
         if (hs.term, hs.vote) != (core.term, core.vote) or hs.commit > core.log.commit:
             raise ProtocolViolation(f"{name}: persisted {hs} differs from the core's state")
-        if host.storage.entries != log:
+        stored = host.storage
+        if stored.entries(stored.first_index(), stored.last_index() + 1) != log:
             raise ProtocolViolation(f"{name}: the persisted log differs from the core's log")
 
     def _check_entry(self, log: Sequence[Entry], i: int, term: int, name: str) -> None:

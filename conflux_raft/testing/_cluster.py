@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from .._core import CoreConfig, RaftCore
-from .._types import Entry, EntryKind, HardState, Message, MsgType, Role
+from ..core import CoreConfig, Entry, EntryKind, HardState, Message, MsgType, RaftCore, Role
+from ..storage import MemoryStorage
 from ._checks import SafetyChecker
 from ._host import Host
 
@@ -82,10 +82,11 @@ class Cluster:
         """Start a new core for `node` from its storage alone, under a new session; the
         storage is first overwritten with `hard_state` and `entries` when they are given."""
         host = self.hosts[node]
-        if hard_state is not None:
-            host.storage.hard_state = hard_state
-        if entries is not None:
-            host.storage.entries = list(entries)
+        if hard_state is not None or entries is not None:
+            saved_state, saved_entries = host.storage.load()
+            host.storage = MemoryStorage()
+            host.storage.save(hard_state or saved_state,
+                              saved_entries if entries is None else entries)
         return host.restart(self._rng(node, host.incarnation + 1))
 
     # ---- driving ------------------------------------------------------------------

@@ -5,9 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
-from .._core import CoreConfig, RaftCore
-from .._storage import MemoryStorage
-from .._types import Entry, Message
+from ..core import CoreConfig, Entry, Message, RaftCore
+from ..storage import MemoryStorage
 
 _MAX_BATCHES = 100
 

@@ -15,8 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from .._core import CoreConfig, RaftCore
-from .._types import Message, Role
+from ..core import CoreConfig, Message, RaftCore, Role
 from ._checks import SafetyChecker, SafetyViolation
 from ._host import Host
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 
-from .._core import RaftCore
+from ..core import RaftCore
 from ._sim import SimConfig, SimulationFailure, run_seed
 
 _CHUNK = 25

@@ -1,4 +1,5 @@
-"""What a node needs from a channel: move opaque bytes between the nodes of a namespace."""
+"""What a node needs from a channel: move opaque bytes between the nodes of a namespace
+(`Transport`), and learn the voters of a cluster given by its size (`Discovery`)."""
 
 from __future__ import annotations
 
@@ -23,16 +24,24 @@ class Transport(Protocol):
         network trouble (the messages are dropped and counted)."""
         ...
 
-    def join(self, cluster_size: int, timeout: float | None) -> list[str]:
-        """Register this node in the namespace and return the voters: the first
-        `cluster_size` ids ever registered there, in order, once that many are known
-        (waiting up to `timeout`). Raise ClusterFull if this id is not among them."""
-        ...
-
     def stats(self) -> dict[str, int]:
         """Counters: at least "sent", "received", "dropped", "reconnects"."""
         ...
 
     def close(self) -> None:
         """Stop receiving and release connections. Idempotent."""
+        ...
+
+
+class Discovery(Protocol):
+    """Registration in a namespace. Implementations: `MemoryDiscovery`, `RedisDiscovery`."""
+
+    def join(self, cluster_size: int, timeout: float | None) -> list[str]:
+        """Register this node in the namespace and return the voters: the first
+        `cluster_size` ids ever registered there, in order, once that many are known
+        (waiting up to `timeout`). Raise ClusterFull if this id is not among them."""
+        ...
+
+    def close(self) -> None:
+        """Wake a waiting join (it raises ClosedError) and release connections."""
         ...

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import orjson
 
-from ._errors import ConfigError
-from ._types import Entry, EntryKind, HardState
+from .._errors import ConfigError
+from ..core import Entry, EntryKind, HardState
+from ._protocol import check_range
 
 _HEADER = struct.Struct(">II")  # payload length, crc32 of payload
 
@@ -33,8 +34,10 @@ class FileStorage:
             raise ConfigError(f"storage path {str(self.path)!r}: {exc}") from None
         self._hs_path = self.path / "hardstate.json"
         self._offsets: list[int] = []  # file offset of entry i+1
+        self._terms: list[int] = []  # term of entry i+1
         self._term_vote: tuple[int, str | None] = (0, None)
         self._log = open(self.path / "log.bin", "a+b")  # noqa: SIM115 - kept open
+        self._end = 0  # file offset after the last entry
 
     def load(self) -> tuple[HardState, list[Entry]]:
         hs = HardState()
@@ -52,12 +55,14 @@ class FileStorage:
             body = raw[pos + _HEADER.size : pos + _HEADER.size + size]
             if len(body) != size or zlib.crc32(body) != crc:
                 break
-            term, index, kind, data, client, seq = orjson.loads(body)
-            if index != len(entries) + 1:
+            entry = _decode(body)
+            if entry.index != len(entries) + 1:
                 break
-            entries.append(Entry(term, index, data.encode(), EntryKind(kind), client, seq))
+            entries.append(entry)
             self._offsets.append(pos)
             pos += _HEADER.size + size
+        self._terms = [e.term for e in entries]
+        self._end = pos
         if pos != len(raw):
             self._log.truncate(pos)
             self._sync(self._log.fileno())
@@ -69,6 +74,7 @@ class FileStorage:
             if first <= len(self._offsets):
                 self._log.truncate(self._offsets[first - 1])
                 del self._offsets[first - 1 :]
+                del self._terms[first - 1 :]
             self._log.seek(0, os.SEEK_END)
             pos = self._log.tell()
             chunks = []
@@ -77,10 +83,12 @@ class FileStorage:
                                      e.seq])
                 chunks.append(_HEADER.pack(len(body), zlib.crc32(body)) + body)
                 self._offsets.append(pos)
+                self._terms.append(e.term)
                 pos += len(chunks[-1])
             self._log.write(b"".join(chunks))
             self._log.flush()
             self._sync(self._log.fileno())
+            self._end = pos
         # Only term and vote must be durable; commit is rewritten along with them.
         if hard_state is not None and (hard_state.term, hard_state.vote) != self._term_vote:
             self._term_vote = (hard_state.term, hard_state.vote)
@@ -96,9 +104,42 @@ class FileStorage:
             finally:
                 os.close(dir_fd)
 
+    def first_index(self) -> int:
+        return 1
+
+    def last_index(self) -> int:
+        return len(self._offsets)
+
+    def term(self, index: int) -> int:
+        if index == 0:
+            return 0
+        check_range(index, index + 1, 1, len(self._terms))
+        return self._terms[index - 1]
+
+    def entries(self, lo: int, hi: int) -> list[Entry]:
+        """Read back from the file: one seek, one read."""
+        check_range(lo, hi, 1, len(self._offsets))
+        if lo == hi:
+            return []
+        start = self._offsets[lo - 1]
+        stop = self._offsets[hi - 1] if hi <= len(self._offsets) else self._end
+        self._log.seek(start)
+        raw = self._log.read(stop - start)
+        out, pos = [], 0
+        while pos < len(raw):
+            size, _ = _HEADER.unpack_from(raw, pos)
+            out.append(_decode(raw[pos + _HEADER.size : pos + _HEADER.size + size]))
+            pos += _HEADER.size + size
+        return out
+
     def close(self) -> None:
         self._log.close()
 
     @staticmethod
     def _sync(fd: int) -> None:
         os.fsync(fd)
+
+
+def _decode(body: bytes) -> Entry:
+    term, index, kind, data, client, seq = orjson.loads(body)
+    return Entry(term, index, data.encode(), EntryKind(kind), client, seq)

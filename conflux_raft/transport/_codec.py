@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
-from ._errors import MalformedMessage
-from ._types import Entry, EntryKind, Message, MsgType
+from .._errors import MalformedMessage
+from ..core import Entry, EntryKind, Message, MsgType
 
 VERSION = 1
 _SIG_LEN = 32

@@ -1,6 +1,7 @@
 """In-process transport: one hub per namespace hands each payload straight to its receiver.
 
-The hub also carries the fault hooks that tests use (partition, isolate, drop, delay).
+The hub also carries the fault hooks that tests use (partition, isolate, drop, delay),
+and the member list that `MemoryDiscovery` keeps.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import ClassVar
 
-from ._errors import ClosedError, ClusterFull, ConfigError
+from .._errors import ClosedError, ConfigError
 
 __all__ = ["MemoryHub", "MemoryTransport"]
 
@@ -248,32 +249,6 @@ class MemoryTransport:
             self._received += 1
         deliver(payload)
 
-    def join(self, cluster_size: int, timeout: float | None) -> list[str]:
-        """Register this id (an id keeps its first slot) and return the first
-        `cluster_size` ids once that many are registered. Raises ClusterFull if this id
-        is beyond them, builtin TimeoutError after `timeout` seconds."""
-        _check_join_args(cluster_size, timeout)
-        hub = self.hub
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with hub._lock:
-            if self.node_id not in hub._members:
-                hub._members.append(self.node_id)
-                hub._joined.notify_all()
-            position = hub._members.index(self.node_id)
-            if position >= cluster_size:
-                raise ClusterFull(_full_message(self.node_id, cluster_size, hub._members))
-            while len(hub._members) < cluster_size:
-                if self._closed:
-                    raise ClosedError(f"{self!r} was closed while joining")
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TimeoutError(
-                        f"join: {len(hub._members)} of {cluster_size} nodes registered in "
-                        f"namespace {self.namespace!r} after {timeout} s"
-                    )
-                hub._joined.wait(remaining)
-            return hub._members[:cluster_size]
-
     def stats(self) -> dict[str, int]:
         """Counters: sent, received, dropped, reconnects (always 0 here)."""
         with self._counts_lock:
@@ -293,21 +268,3 @@ class MemoryTransport:
             self._closed = True
             if hub._endpoints.get(self.node_id) is self:
                 del hub._endpoints[self.node_id]
-            hub._joined.notify_all()
-
-
-def _check_join_args(cluster_size: int, timeout: float | None) -> None:
-    """Shared by both transports: reject a nonsensical `cluster_size` or `timeout`."""
-    if isinstance(cluster_size, bool) or not isinstance(cluster_size, int) or cluster_size < 1:
-        raise ConfigError(f"cluster_size must be an int >= 1, got {cluster_size!r}")
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0
-    ):
-        raise ConfigError(f"timeout must be None or a number >= 0, got {timeout!r}")
-
-
-def _full_message(node_id: str, cluster_size: int, members: Sequence[str]) -> str:
-    voters = ", ".join(repr(m) for m in members[:cluster_size])
-    return (
-        f"node {node_id!r} cannot join: the cluster is full ({cluster_size} voters: {voters})"
-    )

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import ConfigError
+from .._errors import ConfigError
 
 _CHANNELS = ("memory", "redis")
 _STORAGES = ("memory", "file")

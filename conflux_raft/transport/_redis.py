@@ -1,8 +1,8 @@
 """Redis Streams transport: one inbox stream per node, pipelined XADD, blocking XREAD.
 
-Keys of namespace `ns`: `conflux:{ns}:inbox:<node_id>` (a stream whose entries carry the
-payload in field `m`) and `conflux:{ns}:members` (a list of ids, in registration order).
-The hash tag `{ns}` keeps them in one Redis Cluster slot.
+Keys of namespace `ns`: `conflux:{ns}:inbox:<node_id>`, a stream whose entries carry the
+payload in field `m` (discovery adds `conflux:{ns}:members`). The hash tag `{ns}` keeps a
+cluster's keys in one Redis Cluster slot.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import redis
 from redis.backoff import NoBackoff
@@ -21,47 +21,16 @@ from tenacity import (
     RetryError,
     Retrying,
     retry_if_not_exception_type,
-    stop_after_delay,
     stop_when_event_set,
     wait_random_exponential,
 )
-from tenacity.stop import stop_base
 
-from ._errors import ClosedError, ClusterFull, ConfigError
-from ._memory import _check_join_args, _full_message
+from .._errors import ClosedError, ConfigError
 
-__all__ = ["RedisTransport", "inbox_key", "members_key"]
+__all__ = ["RedisTransport", "connect", "describe", "inbox_key"]
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("conflux_raft.redis")
 
-_T = TypeVar("_T")
-
-# Append ARGV[1] to the list KEYS[1] unless present; return its 0-based position.
-_JOIN_SCRIPT = """
-local ids = redis.call('LRANGE', KEYS[1], 0, -1)
-for i, id in ipairs(ids) do
-  if id == ARGV[1] then return i - 1 end
-end
-return redis.call('RPUSH', KEYS[1], ARGV[1]) - 1
-"""
-
-# Errors that waiting does not cure: join reports them at once (the background threads
-# still retry, in case the ACL is mended while the node runs).
-_REFUSED: tuple[type[Exception], ...] = tuple(
-    cls
-    for cls in (
-        getattr(redis.exceptions, name, None)
-        for name in (
-            "AuthenticationError",
-            "AuthenticationWrongNumberOfArgsError",
-            "AuthorizationError",
-            "NoPermissionError",
-        )
-    )
-    if isinstance(cls, type) and issubclass(cls, Exception)
-)
-
-_JOIN_POLL = 0.05  # seconds between two looks at the member list
 _COMMAND_ERROR_LOG_EVERY = 60.0  # seconds between two warnings about refused XADDs
 
 
@@ -70,9 +39,27 @@ def inbox_key(namespace: str, node_id: str) -> str:
     return f"conflux:{{{namespace}}}:inbox:{node_id}"
 
 
-def members_key(namespace: str) -> str:
-    """The list of ids registered by `join`."""
-    return f"conflux:{{{namespace}}}:members"
+def connect(url: str, socket_timeout: float, connect_timeout: float,
+            health_check_interval: int = 10) -> redis.Redis:
+    """A client for `url` that never retries by itself (callers retry with tenacity, in
+    their own threads). A bad URL, or one asking for decoded responses, is a ConfigError."""
+    try:
+        client = redis.Redis.from_url(
+            url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
+            socket_keepalive=True, health_check_interval=health_check_interval,
+            retry=Retry(NoBackoff(), 0))
+    except ValueError as exc:
+        raise ConfigError(f"url: {exc}") from exc
+    if client.connection_pool.connection_kwargs.get("decode_responses"):
+        client.close()
+        raise ConfigError("url: decode_responses must be off (payloads are bytes)")
+    return client
+
+
+def describe(client: redis.Redis) -> str:
+    """Where `client` connects, for logs: never the password."""
+    kwargs = client.connection_pool.connection_kwargs
+    return str(kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}")
 
 
 class _Stopped(Exception):
@@ -131,35 +118,17 @@ class RedisTransport:
         self.namespace = namespace
         self._inbox = inbox_key(namespace, node_id)
         self._prefix = inbox_key(namespace, "")
-        self._members = members_key(namespace)
         self._maxlen = maxlen
         self._block_ms = block_ms
         self._read_count = read_count
         self._queue_size = queue_size
         self._backoff_max = backoff_max
 
-        options: dict[str, Any] = {
-            "socket_timeout": socket_timeout,
-            "socket_connect_timeout": connect_timeout,
-            "socket_keepalive": True,
-            "health_check_interval": health_check_interval,
-            "retry": Retry(NoBackoff(), 0),  # tenacity retries, in our threads
-        }
-        try:
-            self._writer = redis.Redis.from_url(url, **options)
-            # A blocked XREAD must not hit the socket timeout.
-            options["socket_timeout"] = socket_timeout + block_ms / 1000
-            self._reader_client = redis.Redis.from_url(url, **options)
-        except ValueError as exc:
-            raise ConfigError(f"url: {exc}") from exc
-        kwargs = self._writer.connection_pool.connection_kwargs
-        if kwargs.get("decode_responses"):
-            self._writer.close()
-            self._reader_client.close()
-            raise ConfigError("url: decode_responses must be off (payloads are bytes)")
-        # For logs: never the password.
-        self._where = str(kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}")
-        self._join_script = self._writer.register_script(_JOIN_SCRIPT)
+        self._writer = connect(url, socket_timeout, connect_timeout, health_check_interval)
+        # A blocked XREAD must not hit the socket timeout.
+        self._reader_client = connect(url, socket_timeout + block_ms / 1000, connect_timeout,
+                                      health_check_interval)
+        self._where = describe(self._writer)
 
         self._stop = threading.Event()
         self._cv = threading.Condition()  # guards the queue, the counters and the state
@@ -222,39 +191,6 @@ class RedisTransport:
                 self._dropped += len(batch) - max(room, 0)
             self._ensure_sender()
             self._cv.notify()
-
-    def join(self, cluster_size: int, timeout: float | None) -> list[str]:
-        """Register this id in `conflux:{ns}:members` (atomically, keeping an earlier slot)
-        and return the first `cluster_size` ids once that many are registered. Raises
-        ClusterFull if this id is beyond them, builtin TimeoutError after `timeout`
-        seconds (Redis being unreachable all along included)."""
-        _check_join_args(cluster_size, timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
-
-        def register() -> int:
-            return int(self._join_script(keys=[self._members], args=[self.node_id]))
-
-        position = self._call_until(deadline, register)
-        if position >= cluster_size:
-            members = self._call_until(deadline, lambda: self._writer.lrange(self._members, 0, -1))
-            raise ClusterFull(_full_message(self.node_id, cluster_size, _decode_ids(members)))
-        while True:
-            ids = _decode_ids(
-                self._call_until(
-                    deadline, lambda: self._writer.lrange(self._members, 0, cluster_size - 1)
-                )
-            )
-            if len(ids) >= cluster_size:
-                return ids
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise TimeoutError(
-                    f"join: {len(ids)} of {cluster_size} nodes registered in namespace "
-                    f"{self.namespace!r} after {timeout} s"
-                )
-            wait = _JOIN_POLL if remaining is None else min(_JOIN_POLL, remaining)
-            if self._stop.wait(wait):
-                raise ClosedError(f"{self!r} was closed while joining")
 
     def stats(self) -> dict[str, int]:
         """Counters: sent, received, dropped, reconnects; also flushes (pipelines
@@ -347,38 +283,6 @@ class RedisTransport:
             retry=retry_if_not_exception_type(_Stopped),
             before_sleep=note,
         )
-
-    def _call_until(self, deadline: float | None, fn: Callable[[], _T]) -> _T:
-        """`fn()`, retried while Redis is unreachable, until `deadline` (then builtin
-        TimeoutError) or close (then ClosedError). Refused credentials or permissions
-        raise ConfigError at once."""
-
-        def attempt() -> _T:
-            if self._stop.is_set():
-                raise _Stopped
-            result = fn()
-            self._mark_up()
-            return result
-
-        stop: stop_base = stop_when_event_set(self._stop)
-        if deadline is not None:
-            stop = stop | stop_after_delay(max(0.0, deadline - time.monotonic()))
-        retrying = self._retrying().copy(
-            stop=stop, retry=retry_if_not_exception_type((_Stopped, *_REFUSED))
-        )
-        try:
-            return retrying(attempt)
-        except _Stopped:
-            raise ClosedError(f"{self!r} is closed") from None
-        except _REFUSED as exc:
-            raise ConfigError(
-                f"url: Redis at {self._where} refused this client ({type(exc).__name__}: {exc})"
-            ) from exc
-        except RetryError as exc:
-            if self._stop.is_set():
-                raise ClosedError(f"{self!r} is closed") from None
-            cause = exc.last_attempt.exception()
-            raise TimeoutError(f"join: Redis at {self._where} unreachable: {cause}") from cause
 
     # ---- the reader --------------------------------------------------------------------
 
@@ -518,7 +422,3 @@ def _id_order(entry_id: bytes | str) -> tuple[int, int]:
         return int(ms), int(seq or 0)
     except ValueError:
         return 0, 0
-
-
-def _decode_ids(raw: Any) -> list[str]:
-    return [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in raw]

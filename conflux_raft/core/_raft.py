@@ -1,0 +1,489 @@
+"""The Raft core: a deterministic state machine with no I/O, no clock and no threads.
+
+Drive it with `tick()`, `step(message)` and `propose(data)`; collect the work with
+`ready()`; persist its hard state and entries, send its messages, apply its committed
+entries, then call `advance(ready)`. Shaped after etcd-io/raft: `step` does the term
+checks for every message and hands off to the step function of the current role, which
+`_become_follower`, `_campaign` and `_become_leader` swap, along with the tick function.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from ._config import CoreConfig
+from ._log import RaftLog
+from ._progress import Progress, ProgressState
+from ._quorum import MajorityConfig, VoteResult
+from ._sessions import ProposalQueue, SessionTable
+from ._types import Entry, EntryKind, HardState, Message, MsgType, Ready, Role
+
+_RAFT_TYPES = frozenset(
+    {
+        MsgType.PRE_VOTE,
+        MsgType.PRE_VOTE_RESP,
+        MsgType.VOTE,
+        MsgType.VOTE_RESP,
+        MsgType.APPEND,
+        MsgType.APPEND_RESP,
+    }
+)
+_VOTE_REQUESTS = frozenset({MsgType.VOTE, MsgType.PRE_VOTE})
+_UNBOUNDED = 1 << 62
+
+
+class RaftCore:
+    """One Raft peer. Not thread-safe: its driver serialises every call."""
+
+    def __init__(
+        self,
+        config: CoreConfig,
+        rng: random.Random,
+        hard_state: HardState | None = None,
+        entries: tuple[Entry, ...] | list[Entry] = (),
+    ) -> None:
+        config.validate()
+        self.cfg = config
+        self.id = config.id
+        self._rng = rng
+        hs = hard_state or HardState()
+        self.log = RaftLog(entries)
+        self.term = hs.term
+        self.vote = hs.vote
+        self.log.commit = min(hs.commit, self.log.last_index)
+        self.role = Role.FOLLOWER
+        self.leader: str | None = None
+        self.voters = MajorityConfig(config.voters)
+        self._peers = tuple(v for v in config.voters if v != self.id)
+        self.proposals = ProposalQueue(config.session)
+        self.sessions = SessionTable()
+        # Ready bookkeeping: what the next ready() hands over.
+        self._saved = HardState(hs.term, hs.vote, self.log.commit)
+        self._msgs: list[Message] = []
+        self._unstable_from: int | None = None
+        # Per role: the step and tick functions, election state, the leader's progress.
+        self._step: Callable[[Message], None] = self._step_follower
+        self._tick: Callable[[], None] = self._tick_election
+        self._election_elapsed = 0
+        self._heartbeat_elapsed = 0
+        self._timeout = 0
+        self._reset_timeout()
+        self._votes: dict[str, bool] = {}
+        self._progress: dict[str, Progress] = {}
+
+    # ---- inputs -------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Advance logical time by one tick."""
+        self._election_elapsed += 1
+        self._tick()
+
+    def propose(self, data: bytes) -> int:
+        """Queue `data` for the log and return its sequence number in this node's session.
+
+        It reaches the leader with the next `ready()`, and is retried until it is seen
+        committed (a `ready().committed` entry with this session and seq).
+        """
+        return self.proposals.add(data)
+
+    def append_now(self, data: bytes) -> Entry:
+        """Leader only: append `data` in the current term at once, outside any session.
+
+        It is never retried: if this leader loses the entry, it is gone, so a decision
+        taken against this leader's log takes effect only if the entry commits.
+        """
+        if self.role is not Role.LEADER:
+            raise RuntimeError("append_now on a node that is not the leader")
+        entry = Entry(self.term, self.log.last_index + 1, data)
+        self._append([entry])
+        return entry
+
+    @property
+    def pending_proposals(self) -> int:
+        return len(self.proposals)
+
+    def step(self, m: Message) -> None:
+        """Handle one message addressed to this node."""
+        if m.type in _RAFT_TYPES:
+            if not self._check_term(m):
+                return
+            if m.type in _VOTE_REQUESTS:
+                self._handle_vote_request(m)
+                return
+        elif m.type is MsgType.PROPOSE_RESP:
+            self._handle_propose_resp(m)
+            return
+        elif m.type is not MsgType.PROPOSE:
+            return
+        self._step(m)
+
+    def _check_term(self, m: Message) -> bool:
+        """The term checks every Raft message goes through first; False drops it."""
+        if m.term > self.term:
+            if m.type in _VOTE_REQUESTS and self._in_lease():
+                return False  # a leader was heard recently: this candidate must not disrupt it
+            if m.type is MsgType.PRE_VOTE or (m.type is MsgType.PRE_VOTE_RESP and not m.reject):
+                return True  # pre-votes never change terms
+            self._become_follower(m.term, m.src if m.type is MsgType.APPEND else None)
+        elif m.term < self.term:
+            if m.type is MsgType.APPEND:
+                # A stale leader: tell it our term so that it steps down.
+                self._send(MsgType.APPEND_RESP, m.src)
+            elif m.type is MsgType.PRE_VOTE:
+                self._send(MsgType.PRE_VOTE_RESP, m.src, reject=True)
+            return False
+        return True
+
+    # ---- outputs ------------------------------------------------------------------
+
+    def has_ready(self) -> bool:
+        return bool(
+            self._msgs
+            or self._unstable_from is not None
+            or self.log.commit > self.log.applied
+            or self._hard_state() != self._saved
+            or self._proposals_to_send()
+        )
+
+    def ready(self) -> Ready:
+        """Collect what to persist, send and apply. Messages and entries are handed over
+        once; committed entries are handed again until `advance` acknowledges them."""
+        self._flush_proposals()
+        if self.role is Role.LEADER:
+            for peer in self._peers:
+                self._send_appends(peer)
+        hs = self._hard_state()
+        entries: tuple[Entry, ...] = ()
+        if self._unstable_from is not None:
+            entries = tuple(self.log.entries_from(self._unstable_from))
+            self._unstable_from = None
+        rd = Ready(
+            hard_state=hs if hs != self._saved else None,
+            entries=entries,
+            messages=tuple(self._msgs),
+            committed=tuple(self.log.slice(self.log.applied + 1, self.log.commit + 1,
+                                           _UNBOUNDED, _UNBOUNDED)),
+        )
+        self._saved = hs
+        self._msgs = []
+        return rd
+
+    def advance(self, rd: Ready) -> None:
+        """Acknowledge that `rd` was persisted, sent and applied."""
+        if rd.committed:
+            self.log.applied = max(self.log.applied, rd.committed[-1].index)
+            session = self.cfg.session
+            for e in rd.committed:
+                if e.client == session:
+                    self.proposals.committed(e.seq)
+
+    def progress(self) -> dict[str, int]:
+        """The leader's match index per follower (empty on a follower)."""
+        return {p: pr.match for p, pr in self._progress.items()}
+
+    # ---- role transitions -------------------------------------------------------------
+
+    def _become_follower(self, term: int, leader: str | None) -> None:
+        if term != self.term:
+            self.term, self.vote = term, None
+            self.proposals.forget_acks()  # what an older term's leader acked may be lost
+        self.role = Role.FOLLOWER
+        self._step, self._tick = self._step_follower, self._tick_election
+        self._progress = {}
+        self._set_leader(leader)
+        self._reset_timeout()
+
+    def _campaign(self, pre: bool) -> None:
+        self._election_elapsed = 0
+        self._reset_timeout()
+        self._votes = {self.id: True}
+        self._set_leader(None)
+        self._step, self._tick = self._step_candidate, self._tick_election
+        if pre:
+            self.role = Role.PRE_CANDIDATE
+            term = self.term + 1
+            kind = MsgType.PRE_VOTE
+        else:
+            self.role = Role.CANDIDATE
+            self.term += 1
+            self.vote = self.id
+            term = self.term
+            kind = MsgType.VOTE
+        if self.voters.vote_result(self._votes) is VoteResult.WON:
+            self._won(pre)
+            return
+        for peer in self._peers:
+            self._msgs.append(
+                Message(kind, self.id, peer, term=term, index=self.log.last_index,
+                        log_term=self.log.last_term)
+            )
+
+    def _become_leader(self) -> None:
+        self.role = Role.LEADER
+        self._step, self._tick = self._step_leader, self._tick_heartbeat
+        self._set_leader(self.id)
+        self._election_elapsed = self._heartbeat_elapsed = 0
+        last = self.log.last_index
+        cfg = self.cfg
+        self._progress = {p: Progress(last + 1, cfg.max_inflight, cfg.max_inflight_bytes)
+                          for p in self._peers}
+        self.sessions.rebuild(self.log.entries_from(1))
+        self._append([Entry(self.term, last + 1, b"", EntryKind.NOOP)])
+
+    def _won(self, pre: bool) -> None:
+        if pre:
+            self._campaign(pre=False)
+        else:
+            self._become_leader()
+
+    def _set_leader(self, leader: str | None) -> None:
+        if leader != self.leader:
+            self.leader = leader
+            self.proposals.retarget(leader)
+
+    # ---- per-role tick functions --------------------------------------------------------
+
+    def _tick_election(self) -> None:
+        """Follower and candidates: campaign when the election timeout runs out."""
+        if self.id in self.voters and self._election_elapsed >= self._timeout:
+            self._campaign(pre=self.cfg.pre_vote)
+        self.proposals.tick(self.cfg.election_ticks[0])
+
+    def _tick_heartbeat(self) -> None:
+        """Leader: check the quorum once per election timeout, heartbeat on schedule."""
+        if self.cfg.check_quorum and self._election_elapsed >= self.cfg.election_ticks[0]:
+            self._election_elapsed = 0
+            self._check_quorum()
+            if self.role is not Role.LEADER:
+                return
+        self._heartbeat_elapsed += 1
+        if self._heartbeat_elapsed >= self.cfg.heartbeat_ticks:
+            self._heartbeat_elapsed = 0
+            self._heartbeat()
+
+    # ---- per-role step functions --------------------------------------------------------
+
+    def _step_leader(self, m: Message) -> None:
+        if m.type is MsgType.APPEND_RESP:
+            self._handle_append_resp(m)
+        elif m.type is MsgType.PROPOSE:
+            self._handle_propose(m)
+
+    def _step_candidate(self, m: Message) -> None:
+        if m.type is MsgType.APPEND:  # a leader of this term exists
+            self._become_follower(m.term, m.src)
+            self._handle_append(m)
+        elif m.type is MsgType.PROPOSE:
+            self._redirect_proposals(m)
+        elif m.type is MsgType.PRE_VOTE_RESP and self.role is Role.PRE_CANDIDATE:
+            if m.term == self.term + 1 or m.reject:
+                self._tally(m)
+        elif m.type is MsgType.VOTE_RESP and self.role is Role.CANDIDATE:
+            self._tally(m)
+
+    def _step_follower(self, m: Message) -> None:
+        if m.type is MsgType.APPEND:
+            self._handle_append(m)
+        elif m.type is MsgType.PROPOSE:
+            self._redirect_proposals(m)
+
+    # ---- elections ----------------------------------------------------------------
+
+    def _in_lease(self) -> bool:
+        return (
+            self.cfg.check_quorum
+            and self.leader is not None
+            and self._election_elapsed < self.cfg.election_ticks[0]
+        )
+
+    def _reset_timeout(self) -> None:
+        lo, hi = self.cfg.election_ticks
+        self._timeout = self._rng.randint(lo, hi)
+
+    def _handle_vote_request(self, m: Message) -> None:
+        pre = m.type is MsgType.PRE_VOTE
+        can_vote = (
+            self.vote == m.src
+            or (self.vote is None and self.leader is None)
+            or (pre and m.term > self.term)
+        )
+        resp = MsgType.PRE_VOTE_RESP if pre else MsgType.VOTE_RESP
+        if can_vote and self.log.is_up_to_date(m.index, m.log_term):
+            self._msgs.append(Message(resp, self.id, m.src, term=m.term))
+            if not pre:
+                self.vote = m.src
+                self._election_elapsed = 0
+        else:
+            self._send(resp, m.src, reject=True)
+
+    def _tally(self, m: Message) -> None:
+        self._votes[m.src] = not m.reject
+        result = self.voters.vote_result(self._votes)
+        if result is VoteResult.WON:
+            self._won(pre=self.role is Role.PRE_CANDIDATE)
+        elif result is VoteResult.LOST:
+            self._become_follower(self.term, None)
+
+    def _check_quorum(self) -> None:
+        active = {self.id, *(p for p, pr in self._progress.items() if pr.recent_active)}
+        for pr in self._progress.values():
+            pr.recent_active = False
+        if not self.voters.is_active(active):
+            self._become_follower(self.term, None)
+
+    # ---- replication ----------------------------------------------------------------
+
+    def _append(self, entries: list[Entry]) -> None:
+        if not entries:
+            return
+        self.log.append(entries)
+        first = entries[0].index
+        if self._unstable_from is None or first < self._unstable_from:
+            self._unstable_from = first
+        if self.role is Role.LEADER:
+            self._maybe_commit()
+
+    def _maybe_commit(self) -> None:
+        match = {self.id: self.log.last_index, **self.progress()}
+        n = self.voters.committed_index(match)
+        # §5.4.2: only an entry of the current term is committed by counting replicas.
+        if n > self.log.commit and self.log.term_at(n) == self.term:
+            self.log.commit = n
+
+    def _heartbeat(self) -> None:
+        last = self.log.last_index
+        for peer in self._peers:
+            pr = self._progress[peer]
+            pr.heartbeat(last)
+            if pr.state is ProgressState.PROBE:
+                self._send_append(peer, pr, empty_ok=True)
+            else:
+                self._msgs.append(
+                    Message(MsgType.APPEND, self.id, peer, term=self.term, index=pr.match,
+                            log_term=self.log.term_at(pr.match) or 0, commit=self.log.commit)
+                )
+
+    def _send_appends(self, peer: str) -> None:
+        pr = self._progress[peer]
+        while pr.next <= self.log.last_index and not pr.is_paused():
+            self._send_append(peer, pr, empty_ok=False)
+
+    def _send_append(self, peer: str, pr: Progress, empty_ok: bool) -> None:
+        prev = pr.next - 1
+        prev_term = self.log.term_at(prev)
+        if prev_term is None:  # compacted away: needs a snapshot (not yet supported)
+            raise AssertionError(f"entry {prev} for {peer} is not in the log")
+        entries = tuple(
+            self.log.slice(pr.next, self.log.last_index + 1, self.cfg.max_msg_entries,
+                           self.cfg.max_msg_bytes)
+        )
+        if not entries and not empty_ok:
+            return
+        self._msgs.append(
+            Message(MsgType.APPEND, self.id, peer, term=self.term, index=prev,
+                    log_term=prev_term, commit=self.log.commit, entries=entries)
+        )
+        if entries:
+            pr.sent_entries(entries[-1].index, sum(len(e.data) for e in entries))
+
+    def _handle_append(self, m: Message) -> None:
+        self._election_elapsed = 0
+        self._set_leader(m.src)
+        log = self.log
+        if m.index < log.commit:
+            self._send(MsgType.APPEND_RESP, m.src, index=log.commit)
+            return
+        if not log.matches(m.index, m.log_term):
+            hint = log.conflict_hint(m.index, m.log_term)
+            self._send(MsgType.APPEND_RESP, m.src, index=m.index, reject=True, hint=hint,
+                       hint_term=log.term_at(hint) or 0)
+            return
+        for i, e in enumerate(m.entries):
+            if log.term_at(e.index) != e.term:
+                # §5.3: delete the conflicting entry and all that follow it, then append.
+                log.truncate_after(e.index - 1)
+                self._append(list(m.entries[i:]))
+                break
+        last_new = m.index + len(m.entries)
+        if m.commit > log.commit:
+            log.commit = max(log.commit, min(m.commit, last_new))
+        self._send(MsgType.APPEND_RESP, m.src, index=last_new)
+
+    def _handle_append_resp(self, m: Message) -> None:
+        pr = self._progress.get(m.src)
+        if pr is None:
+            return
+        pr.recent_active = True
+        if m.reject:
+            hint_next = self.log.conflict_hint(m.hint, m.hint_term) + 1
+            if pr.maybe_decr_to(m.index, m.hint, hint_next):
+                self._send_append(m.src, pr, empty_ok=True)
+            return
+        if pr.maybe_update(m.index):
+            self._maybe_commit()
+        if pr.state is ProgressState.PROBE:
+            pr.become_replicate()
+        self._send_appends(m.src)  # has_ready() does not look for sendable entries
+
+    # ---- proposals (the session protocol) -----------------------------------------------
+
+    def _proposals_to_send(self) -> bool:
+        q = self.proposals
+        return q.sendable() and (q.target != self.id or self.role is Role.LEADER)
+
+    def _flush_proposals(self) -> None:
+        if not self._proposals_to_send():
+            return
+        q = self.proposals
+        if q.target == self.id:
+            batch = q.take(_UNBOUNDED)
+            self._accept(q.session, batch)
+            q.on_ack(q.sent, 0)
+            return
+        # One batch per round trip: a batch sent before the previous one is answered could
+        # arrive first, be refused as a gap, and make every answer trigger a resend.
+        assert q.target is not None
+        batch = q.take(self.cfg.max_msg_entries)
+        self._msgs.append(Message(MsgType.PROPOSE, self.id, q.target, entries=batch))
+
+    def _accept(self, client: str, entries: tuple[Entry, ...]) -> tuple[int, int]:
+        """Leader: append what comes next of `client`'s proposals; (top seq, gap)."""
+        new, top, gap = self.sessions.accept(client, entries, self.term, self.log.last_index)
+        self._append(new)
+        return top, gap
+
+    def _handle_propose(self, m: Message) -> None:
+        client = m.entries[0].client if m.entries else ""
+        if not client or any(e.client != client for e in m.entries):
+            return
+        top, gap = self._accept(client, m.entries)
+        self._msgs.append(Message(MsgType.PROPOSE_RESP, self.id, m.src, context=client,
+                                  hint=top, index=gap))
+
+    def _redirect_proposals(self, m: Message) -> None:
+        """Not the leader: say so, naming the leader this node knows (if any)."""
+        client = m.entries[0].client if m.entries else ""
+        self._msgs.append(Message(MsgType.PROPOSE_RESP, self.id, m.src, reject=True,
+                                  context=client, payload=self.leader))
+
+    def _handle_propose_resp(self, m: Message) -> None:
+        q = self.proposals
+        if m.context != q.session or m.src != q.target:
+            return
+        if m.reject:
+            redirect = m.payload
+            if redirect in self.voters and redirect not in (m.src, self.id):
+                q.retarget(redirect)
+            return  # else the resend timer retries: one reject per batch must not resend all
+        q.on_ack(m.hint, m.index)
+
+    # ---- helpers ----------------------------------------------------------------------
+
+    def _hard_state(self) -> HardState:
+        return HardState(self.term, self.vote, self.log.commit)
+
+    def _send(self, kind: MsgType, to: str, index: int = 0, reject: bool = False,
+              hint: int = 0, hint_term: int = 0) -> None:
+        self._msgs.append(Message(kind, self.id, to, term=self.term, index=index,
+                                  reject=reject, hint=hint, hint_term=hint_term))

@@ -1,0 +1,119 @@
+"""Client sessions: the second protocol inside the core (Raft dissertation §6.3).
+
+Each core numbers its own proposals (session, seq). `ProposalQueue` holds them until
+they are seen committed and moves them to the leader one batch per round trip; the
+leader's `SessionTable` appends seq n of a session only after n-1, and only once, so
+forwarding, redirects and retries never duplicate or reorder a node's proposals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from ._types import Entry, EntryKind
+
+
+class ProposalQueue:
+    """This node's proposals, seq -> data, from `add` until `committed`, and where they go:
+    `target` (the leader, or where a redirect points), what was `sent` to it and what it
+    `acked` holding."""
+
+    __slots__ = ("_pending", "_resend_elapsed", "acked", "next_seq", "sent", "session",
+                 "target")
+
+    def __init__(self, session: str) -> None:
+        self.session = session
+        self._pending: dict[int, bytes] = {}
+        self.next_seq = 1
+        self.sent = 0  # highest seq sent to the target
+        self.acked = 0  # highest seq the target acknowledged holding
+        self.target: str | None = None
+        self._resend_elapsed = 0
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def add(self, data: bytes) -> int:
+        seq = self.next_seq
+        self.next_seq += 1
+        self._pending[seq] = data
+        return seq
+
+    def committed(self, seq: int) -> None:
+        self._pending.pop(seq, None)
+
+    def retarget(self, target: str | None) -> None:
+        """Send to `target` from now on; what an earlier target acked may be lost."""
+        self.target = target
+        self.forget_acks()
+
+    def forget_acks(self) -> None:
+        self.sent = self.acked = 0
+
+    def sendable(self) -> bool:
+        """Unsent proposals, and no batch in flight (so reordering makes no gaps)."""
+        return (
+            bool(self._pending)
+            and self.target is not None
+            and self.sent <= self.acked
+            and max(self.sent, self.acked) < self.next_seq - 1
+        )
+
+    def take(self, max_count: int) -> tuple[Entry, ...]:
+        """The next batch for the target (at most `max_count`), marked as sent."""
+        first = max(self.sent, self.acked, next(iter(self._pending)) - 1) + 1
+        hi = min(first + max_count, self.next_seq)
+        self.sent = hi - 1
+        return tuple(Entry(0, 0, self._pending[s], EntryKind.NORMAL, self.session, s)
+                     for s in range(first, hi))
+
+    def on_ack(self, top: int, gap: int) -> None:
+        """The target holds every seq up to `top`; if `gap`, it lacks seq `gap`."""
+        self.acked = max(self.acked, top)
+        self._resend_elapsed = 0
+        if gap:
+            self.sent = max(self.acked, min(self.sent, gap - 1))
+
+    def tick(self, resend_ticks: int) -> None:
+        """A batch unanswered for `resend_ticks` counts as lost: send it again."""
+        if self._pending and self.sent > self.acked:
+            self._resend_elapsed += 1
+            if self._resend_elapsed >= resend_ticks:
+                self._resend_elapsed = 0
+                self.sent = self.acked
+
+
+class SessionTable:
+    """Leader: the highest seq of each session in its log."""
+
+    __slots__ = ("_top",)
+
+    def __init__(self) -> None:
+        self._top: dict[str, int] = {}
+
+    def rebuild(self, entries: Iterable[Entry]) -> None:
+        """Start over from the entries of the log (a new leader does this)."""
+        self._top = {}
+        for e in entries:
+            if e.client:
+                self._top[e.client] = e.seq
+
+    def accept(self, client: str, entries: Sequence[Entry], term: int,
+               last_index: int) -> tuple[list[Entry], int, int]:
+        """The entries of `client` that come next in its sequence, once each, as entries
+        of `term` after `last_index`; with the highest seq now held and the seq wanted
+        next if a gap was seen (else 0)."""
+        top = self._top.get(client, 0)
+        new: list[Entry] = []
+        gap = 0
+        for e in entries:
+            if e.seq <= top:
+                continue
+            if e.seq != top + 1:
+                gap = top + 1
+                break
+            top = e.seq
+            new.append(Entry(term, last_index + len(new) + 1, e.data, EntryKind.NORMAL,
+                             client, e.seq))
+        self._top[client] = top
+        return new, top, gap

@@ -1,0 +1,350 @@
+"""The loop thread: the only thread that touches the core.
+
+Each turn takes what the inbox holds (messages, proposals, rpc calls), feeds it to the
+core, ticks it on time, and then processes every `Ready` in etcd's order: persist the
+hard state and entries, send the messages, hand committed entries to the apply thread,
+then advance. The core's lock is held for the whole turn, so readers (`status`,
+`get_log`) and rpc functions see a consistent core.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from typing import Any
+
+import orjson
+
+from .._errors import ClosedError, MalformedMessage, Overloaded, ProposalTimeout
+from ..core import CoreConfig, Message, MsgType, RaftCore, Ready, Role
+from ..storage import Storage
+from ..transport import Discovery, Transport, decode, encode
+from ._apply import Applier, LogEntry
+from ._commands import (
+    Appended,
+    CallRpc,
+    Command,
+    Committed,
+    LeaderChanged,
+    Propose,
+    Receive,
+)
+from ._futures import settle
+from ._options import NodeOptions
+from ._rpc import Append, OutCall, error_payload, rebuild, run_rpc
+
+log = logging.getLogger("conflux_raft")
+
+TICKS_PER_HEARTBEAT = 2
+_MAX_TAKE = 4096  # inbox items handled per turn
+
+
+class Loop:
+    """The core and everything the loop thread owns: proposals' and rpcs' futures, their
+    deadlines, the transport's inbox. `lock` is held while the core is in use."""
+
+    def __init__(self, options: NodeOptions, session: str, transport: Transport,
+                 discovery: Discovery | None, storage: Storage,
+                 rpc: Mapping[str, Callable[..., Any]], voters: tuple[str, ...] | None) -> None:
+        self.options = options
+        self.id = options.id
+        self.session = session
+        self.transport = transport
+        self.discovery = discovery
+        self.storage = storage
+        self.rpc = rpc
+        self.voters = voters
+        self.lock = threading.RLock()
+        self.applier = Applier(options.id, self.lock)
+        self.core: RaftCore | None = None
+        self.closed = threading.Event()
+        self.counters = {"malformed": 0, "unknown_sender": 0}
+        self._inbox: queue.SimpleQueue[Command | None] = queue.SimpleQueue()
+        self._fut_lock = threading.Lock()
+        self._futures: dict[int, Future[int]] = {}  # own proposal seq -> future
+        self._queued = 0  # proposals in the inbox, not yet given a seq
+        # (deadline, tie-breaker, future, why, proposal seq or rpc id to forget)
+        self._deadlines: list[tuple[float, int, Future[Any], str, int | str]] = []
+        self._deadline_ids = itertools.count()
+        self._rpc_ids = itertools.count(1)
+        self._rpc_out: dict[str, OutCall] = {}
+        self._warned: set[str] = set()
+        self._leader_seen: str | None = None
+
+    # ---- from other threads --------------------------------------------------------------
+
+    def submit(self, command: Command) -> None:
+        """Queue a command for the loop thread."""
+        if isinstance(command, Propose):
+            with self._fut_lock:
+                if len(self._futures) + self._queued >= self.options.max_pending:
+                    settle(command.future, exc=Overloaded(
+                        f"{self.options.max_pending} proposals of this node are in flight "
+                        "(max_pending)"))
+                    return
+                self._queued += 1
+        self._inbox.put(command)
+
+    def deliver(self, raw: bytes) -> None:
+        """The transport's callback: decode, then queue; garbage is counted and dropped."""
+        try:
+            msg = decode(raw, self.options.secret)
+        except MalformedMessage as exc:
+            self.counters["malformed"] += 1
+            n = self.counters["malformed"]
+            if n & (n - 1) == 0:  # 1, 2, 4, 8, ...: logged once in a while
+                log.warning("%s dropped a malformed message (%d so far): %s", self.id, n, exc)
+            return
+        self._inbox.put(Receive(msg))
+
+    def pending(self) -> int:
+        return len(self._futures)
+
+    def stop(self) -> None:
+        """Ask the loop to end (close sets `closed` first)."""
+        self._inbox.put(None)
+
+    def reject_all(self, err: ClosedError) -> None:
+        """Close: fail every future this node still holds. Called once the loop ended."""
+        with self.lock:
+            with self._fut_lock:
+                futures = list(self._futures.values())
+                self._futures.clear()
+            for fut in futures:
+                settle(fut, exc=err)
+            for call in self._rpc_out.values():
+                settle(call.future, exc=err)
+            self._rpc_out.clear()
+            self.applier.reject_all(err)
+
+    def reject_queued(self, err: ClosedError) -> None:
+        """Close: fail what was queued after the loop stopped."""
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, Propose | CallRpc):
+                settle(item.future, exc=err)
+
+    # ---- the thread -------------------------------------------------------------------
+
+    def run(self) -> None:
+        """The loop thread's body. An internal error closes the node, `on_error`."""
+        while self.voters is None:
+            if self.closed.is_set():
+                return
+            assert self.discovery is not None and self.options.cluster_size is not None
+            try:
+                self.voters = tuple(self.discovery.join(self.options.cluster_size, 0.2))
+            except TimeoutError:
+                continue
+            except ClosedError:
+                return
+        with self.lock:
+            self.core = core = self._make_core(self.voters)
+        tick = self.options.heartbeat_interval / TICKS_PER_HEARTBEAT
+        next_tick = time.monotonic() + tick
+        inbox = self._inbox
+        while not self.closed.is_set():
+            items: list[Command | None] = []
+            try:
+                items.append(inbox.get(timeout=max(next_tick - time.monotonic(), 0)))
+                while len(items) < _MAX_TAKE:
+                    items.append(inbox.get_nowait())
+            except queue.Empty:
+                pass
+            with self.lock:
+                if self.closed.is_set():
+                    for item in items:  # leave what was taken for close() to reject
+                        if item is not None:
+                            inbox.put(item)
+                    return
+                for item in items:
+                    if item is not None:
+                        self._handle(core, item)
+                now = time.monotonic()
+                if now >= next_tick:
+                    core.tick()
+                    next_tick = max(next_tick + tick, now)
+                    self._expire(now)
+                while core.has_ready():
+                    self._process(core, core.ready())
+                self._after_ready(core)
+
+    def _make_core(self, voters: tuple[str, ...]) -> RaftCore:
+        o = self.options
+        tick = o.heartbeat_interval / TICKS_PER_HEARTBEAT
+        lo, hi = (max(round(t / tick), TICKS_PER_HEARTBEAT + 1) for t in o.election_timeout)
+        hard_state, entries = self.storage.load()
+        return RaftCore(
+            CoreConfig(o.id, voters, self.session, election_ticks=(lo, hi),
+                       heartbeat_ticks=TICKS_PER_HEARTBEAT),
+            random.Random(),
+            hard_state,
+            entries,
+        )
+
+    def _handle(self, core: RaftCore, item: Command) -> None:
+        if isinstance(item, Receive):
+            self._on_message(core, item.message)
+        elif isinstance(item, Propose):
+            with self._fut_lock:
+                self._queued -= 1
+                if item.future.done():
+                    return
+                seq = core.propose(item.data)
+                self._futures[seq] = item.future
+            self._at(item.deadline, item.future, seq,
+                     "not committed in time; it may still commit later")
+        else:
+            rid = f"{self.session}:{next(self._rpc_ids)}"
+            self._rpc_out[rid] = OutCall(item.future, item.name, item.args)
+            self._at(item.deadline, item.future, rid,
+                     "the rpc was not answered in time; it may have run")
+            self._send_rpc(core, rid)
+
+    def _on_message(self, core: RaftCore, m: Message) -> None:
+        if m.dst != self.id:
+            return
+        assert self.voters is not None
+        if m.src not in self.voters:
+            self.counters["unknown_sender"] += 1
+            if m.src not in self._warned:
+                self._warned.add(m.src)
+                log.warning(
+                    "%s ignores messages from %r, which is not a voter of this cluster %s: "
+                    "is another node using the same namespace?", self.id, m.src,
+                    list(self.voters))
+            return
+        if m.type is MsgType.RPC:
+            self._serve_rpc(core, m)
+        elif m.type is MsgType.RPC_RESP:
+            self._on_rpc_resp(core, m)
+        else:
+            core.step(m)
+
+    def _process(self, core: RaftCore, rd: Ready) -> None:
+        # Persist, then send, then hand committed entries to the apply thread, then advance.
+        if rd.hard_state is not None or rd.entries:
+            self.storage.save(rd.hard_state, rd.entries)
+        if rd.messages:
+            secret = self.options.secret
+            self.transport.send([(m.dst, encode(m, secret)) for m in rd.messages])
+        if rd.entries and self.applier.wants_appended():
+            self.applier.put(Appended(rd.entries))
+        if rd.committed:
+            with self._fut_lock:
+                futures = self._futures
+                done = tuple(
+                    (e, fut) for e in rd.committed
+                    if e.client == self.session and (fut := futures.pop(e.seq, None))
+                )
+            self.applier.put(Committed(rd.committed, done))
+        core.advance(rd)
+
+    def _after_ready(self, core: RaftCore) -> None:
+        leader = core.leader
+        if leader == self._leader_seen:
+            return
+        old, self._leader_seen = self._leader_seen, leader
+        if old is not None:  # rpcs in flight to the old leader have unknown outcomes
+            for rid, call in list(self._rpc_out.items()):
+                if call.sent_to is not None and call.sent_to != leader:
+                    del self._rpc_out[rid]
+                    settle(call.future, exc=ProposalTimeout(
+                        "the leader changed before the rpc was answered; it may have run"))
+        if leader is not None:
+            self.applier.put(LeaderChanged(leader, core.term))
+            for rid, call in list(self._rpc_out.items()):
+                if call.sent_to is None:
+                    self._send_rpc(core, rid)
+
+    def _at(self, deadline: float | None, fut: Future[Any], key: int | str, why: str) -> None:
+        if deadline is not None:
+            heapq.heappush(self._deadlines,
+                           (deadline, next(self._deadline_ids), fut, why, key))
+
+    def _expire(self, now: float) -> None:
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, _, fut, why, key = heapq.heappop(self._deadlines)
+            if isinstance(key, int):
+                with self._fut_lock:
+                    if self._futures.get(key) is fut:
+                        del self._futures[key]
+            elif key in self._rpc_out and self._rpc_out[key].future is fut:
+                del self._rpc_out[key]
+            settle(fut, exc=ProposalTimeout(why))
+
+    # ---- rpc ------------------------------------------------------------------------
+
+    def _send_rpc(self, core: RaftCore, rid: str) -> None:
+        call = self._rpc_out[rid]
+        leader = core.leader
+        if leader is None:
+            return  # waits for a leader
+        if leader == self.id:
+            del self._rpc_out[rid]
+            ok, value = run_rpc(self.rpc, call.name, call.args)
+            if not ok:
+                settle(call.future, exc=value)  # here: the exception itself
+            elif isinstance(value, Append):
+                index, term = self._append_now(core, value)
+                self.applier.wait_applied(index, term, call.future, core.log)
+            else:
+                settle(call.future, value)
+            return
+        call.sent_to = leader
+        msg = Message(MsgType.RPC, self.id, leader, context=rid, payload=[call.name, call.args])
+        self.transport.send([(leader, encode(msg, self.options.secret))])
+
+    def _append_now(self, core: RaftCore, append: Append) -> tuple[int, int]:
+        entry = core.append_now(orjson.dumps(append.data))
+        return entry.index, entry.term
+
+    def _serve_rpc(self, core: RaftCore, m: Message) -> None:
+        payload: Any
+        if core.role is not Role.LEADER:
+            payload = {"redirect": core.leader}
+        elif not (isinstance(m.payload, list) and len(m.payload) == 2
+                  and isinstance(m.payload[0], str) and isinstance(m.payload[1], list)):
+            payload = {"err": ["ValueError", "malformed rpc"]}
+        else:
+            ok, value = run_rpc(self.rpc, m.payload[0], m.payload[1])
+            if not ok:
+                payload = {"err": error_payload(value)}
+            elif isinstance(value, Append):
+                payload = {"appended": list(self._append_now(core, value))}
+            else:
+                payload = {"ok": value}
+        resp = Message(MsgType.RPC_RESP, self.id, m.src, context=m.context, payload=payload)
+        self.transport.send([(m.src, encode(resp, self.options.secret))])
+
+    def _on_rpc_resp(self, core: RaftCore, m: Message) -> None:
+        call = self._rpc_out.get(m.context)
+        if call is None or not isinstance(m.payload, dict):
+            return
+        if "redirect" in m.payload:  # it did not run: send again once a leader is known
+            call.sent_to = None
+            if core.leader != m.src:
+                self._send_rpc(core, m.context)
+            return
+        del self._rpc_out[m.context]
+        appended = m.payload.get("appended")
+        if "ok" in m.payload:
+            settle(call.future, m.payload["ok"])
+        elif (isinstance(appended, list) and len(appended) == 2
+              and all(type(x) is int for x in appended)):
+            self.applier.wait_applied(appended[0], appended[1], call.future, core.log)
+        else:
+            settle(call.future, exc=rebuild(m.payload.get("err")))
+
+
+__all__ = ["LogEntry", "Loop"]

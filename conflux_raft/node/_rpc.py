@@ -1,0 +1,77 @@
+"""Rpc bookkeeping: running a function on the leader for one caller, and the calls of
+this node still in flight.
+
+An rpc function runs on the leader's loop thread, against the leader's log. It returns
+a value (sent to the caller alone), raises or returns an exception (the caller's future
+fails with it), or returns `Append(data)`: the leader appends `data` to its log at once,
+in its current term, and the caller's future resolves with that entry once it is
+committed and applied on the caller's node (what a check-then-act needs).
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .._errors import RemoteError
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    """Returned by an rpc function: append `data` (orjson-encodable) to the leader's log
+    now, in this term. If the leader loses the entry it is not retried (the decision was
+    taken against a log that no longer holds): the caller's future fails with
+    ProposalTimeout."""
+
+    data: Any
+
+
+@dataclass(slots=True)
+class OutCall:
+    """One rpc of this node in flight; `sent_to` is None until it is sent to a leader."""
+
+    future: Future[Any]
+    name: str
+    args: list[Any]
+    sent_to: str | None = None
+
+
+def run_rpc(functions: Mapping[str, Callable[..., Any]], name: str,
+            args: list[Any]) -> tuple[bool, Any]:
+    """(True, result) or (False, exception). A result is orjson-encodable or an Append."""
+    fn = functions.get(name)
+    if fn is None:
+        return False, KeyError(f"no rpc named {name!r}")
+    try:
+        result = fn(*args)
+        if isinstance(result, BaseException):
+            raise result
+        orjson.dumps(result.data if isinstance(result, Append) else result)
+        return True, result
+    except Exception as exc:
+        return False, exc
+
+
+def error_payload(exc: BaseException) -> list[str]:
+    """An exception as it travels: [class name, message]."""
+    message = exc.args[0] if len(exc.args) == 1 else str(exc)
+    return [type(exc).__name__, str(message)]
+
+
+def rebuild(err: Any) -> BaseException:
+    """An exception of the same builtin class as the remote one, else RemoteError."""
+    if not (isinstance(err, list) and len(err) == 2):
+        return RemoteError("Error", repr(err))
+    name, message = str(err[0]), str(err[1])
+    cls = getattr(builtins, name, None)
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        try:
+            return cls(message)
+        except Exception:
+            pass
+    return RemoteError(name, message)

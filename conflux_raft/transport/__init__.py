@@ -1,0 +1,23 @@
+"""Moving messages between nodes: the codec, the in-process hub, Redis Streams, and
+discovery of the voters (see ARCHITECTURE.md)."""
+
+from ._codec import VERSION, decode, encode
+from ._discovery import MemoryDiscovery, RedisDiscovery, members_key
+from ._memory import MemoryHub, MemoryTransport
+from ._protocol import Discovery, Transport
+from ._redis import RedisTransport, inbox_key
+
+__all__ = [
+    "VERSION",
+    "Discovery",
+    "MemoryDiscovery",
+    "MemoryHub",
+    "MemoryTransport",
+    "RedisDiscovery",
+    "RedisTransport",
+    "Transport",
+    "decode",
+    "encode",
+    "inbox_key",
+    "members_key",
+]

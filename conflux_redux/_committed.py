@@ -1,0 +1,85 @@
+"""The apply side: the committed state, kept in the inner pydux store.
+
+The node's apply thread calls `apply` once per committed action, in log order; it is
+dispatched into the inner store under the store lock, then the listeners run (outside
+the lock). A reducer that raises leaves the state as it was, on every node; the error
+is kept for the future that waits on that index.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("conflux_redux")
+
+MAX_KEPT_ERRORS = 10_000  # reducer errors remembered for the futures that wait on them
+
+Listener = Callable[[], Any]
+
+
+class CommittedState:
+    """The inner store, the index applied to it, reducer errors and listeners."""
+
+    def __init__(self, node_id: str, inner: Any) -> None:
+        self._id = node_id
+        self._dispatch: Callable[[Any], Any] = inner["dispatch"]
+        self._get_state: Callable[[], Any] = inner["get_state"]
+        self._lock = threading.RLock()  # the store lock
+        self._applied = 0  # index of the last entry dispatched into the inner store
+        self._errors: OrderedDict[int, BaseException] = OrderedDict()
+        self._listeners: tuple[tuple[object, Listener], ...] = ()
+        self._sub_lock = threading.Lock()
+
+    def get_state(self) -> Any:
+        with self._lock:
+            return self._get_state()
+
+    def state_and_index(self) -> tuple[Any, int]:
+        """The committed state and the index it includes, read together."""
+        with self._lock:
+            return self._get_state(), self._applied
+
+    def apply(self, data: Any, index: int) -> None:
+        """The node's `committed` callback, on its apply thread."""
+        with self._lock:
+            try:
+                self._dispatch(data)
+                failed: Exception | None = None
+            except Exception as exc:
+                failed = exc
+                self._errors[index] = exc
+                while len(self._errors) > MAX_KEPT_ERRORS:
+                    self._errors.popitem(last=False)
+            self._applied = index
+        if failed is not None:
+            log.error(
+                "%s: the reducer raised on the action at index %d (%r); the state is "
+                "unchanged on every node", self._id, index, data, exc_info=failed)
+            return
+        for _, listener in self._listeners:
+            try:
+                listener()
+            except Exception:
+                log.exception("%s: a listener raised", self._id)
+
+    def take_error(self, index: int) -> BaseException | None:
+        """The reducer's error on the action at `index`, if it raised (once)."""
+        with self._lock:
+            return self._errors.pop(index, None)
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        if not callable(listener):
+            raise TypeError("Expected listener to be a function.")
+        token = object()
+        with self._sub_lock:
+            self._listeners = (*self._listeners, (token, listener))
+
+        def unsubscribe() -> None:
+            with self._sub_lock:
+                self._listeners = tuple(p for p in self._listeners if p[0] is not token)
+
+        return unsubscribe

@@ -1,0 +1,54 @@
+"""The store face: pydux's StoreDict with Conflux's keys, each also a method."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from typing import Any
+
+from pydux.create_store import StoreDict
+
+from conflux_raft import RaftNode
+
+Reducer = Callable[[Any, Any], Any]
+Listener = Callable[[], Any]
+
+
+class ConfluxStore(StoreDict):  # type: ignore[misc]
+    """pydux's StoreDict with Conflux's keys: every key is also a method."""
+
+    def dispatch(self, action: Any) -> Any:
+        return self["dispatch"](action)
+
+    def get_state(self) -> Any:
+        return self["get_state"]()
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        unsubscribe: Callable[[], None] = self["subscribe"](listener)
+        return unsubscribe
+
+    def replace_reducer(self, next_reducer: Reducer) -> None:
+        self["replace_reducer"](next_reducer)
+
+    def get_provisional_state(self) -> Any:
+        return self["get_provisional_state"]()
+
+    def perform(
+        self, name: str, args: Iterable[Any] = (), timeout: float | None = None
+    ) -> Future[Any]:
+        fut: Future[Any] = self["perform"](name, args, timeout)
+        return fut
+
+    def close(self, timeout: float | None = None) -> None:
+        self["close"](timeout)
+
+    @property
+    def node(self) -> RaftNode:
+        node: RaftNode = self["node"]
+        return node
+
+    def __enter__(self) -> ConfluxStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
