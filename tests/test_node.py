@@ -15,12 +15,12 @@ from conflux_raft import (
     ClosedError,
     ClusterFull,
     ConfigError,
+    MemoryHub,
     Overloaded,
     ProposalTimeout,
     RaftNode,
     RemoteError,
 )
-from conflux_raft import MemoryHub
 
 FAST = {"election_timeout": (0.15, 0.3), "heartbeat_interval": 0.03}
 
