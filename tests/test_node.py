@@ -12,9 +12,11 @@ import pytest
 from _wait import wait_for
 
 from conflux_raft import (
+    Append,
     ClosedError,
     ClusterFull,
     ConfigError,
+    LogEntry,
     MemoryHub,
     Overloaded,
     ProposalTimeout,
@@ -104,6 +106,57 @@ def test_rpc_runs_on_the_leader_and_errors_come_back(cluster3: Cluster) -> None:
             n.dispatch_on_leader("ret").result(5)
         with pytest.raises(KeyError):
             n.dispatch_on_leader("nope").result(5)
+
+
+def test_an_rpc_that_returns_append_decides_against_the_leaders_log() -> None:
+    nodes: list[RaftNode] = []
+
+    def take(name: str) -> Append | ValueError:
+        # Runs on the leader's loop thread: its log, uncommitted entries included, is the
+        # one it decides against, and the Append lands in it before the next rpc runs.
+        leader = next(n for n in nodes if n.is_leader())
+        taken = {e.data["take"] for e in leader.get_log() if not e.internal}
+        return ValueError(f"{name} is taken") if name in taken else Append({"take": name})
+
+    c = Cluster(3, rpc={"take": take})
+    nodes.extend(c.nodes)
+    try:
+        leader_of(c.nodes)
+        futures = [n.dispatch_on_leader("take", ["x"]) for n in c.nodes for _ in range(3)]
+        outcomes = []
+        for f in futures:
+            try:
+                outcomes.append(f.result(5))
+            except ValueError as exc:
+                outcomes.append(str(exc))
+        won = [o for o in outcomes if isinstance(o, LogEntry)]
+        assert len(won) == 1 and outcomes.count("x is taken") == 8
+        entry = won[0]
+        assert entry.data == {"take": "x"} and not entry.internal
+        for n in c.nodes:  # resolved once applied on the caller: applied everywhere soon
+            wait_for(lambda n=n: (entry.index, {"take": "x"}) in c.committed[n.id],
+                     what=f"{n.id} to apply the entry")
+    finally:
+        c.close()
+
+
+def test_an_append_the_leader_loses_fails_its_future() -> None:
+    c = Cluster(3, rpc={"put": lambda v: Append(v)})
+    try:
+        old = leader_of(c.nodes)
+        hub = MemoryHub.get(c.namespace)
+        hub.isolate(old.id)
+        lost = old.dispatch_on_leader("put", ["lost"])  # appended, never committed
+        rest = [n for n in c.nodes if n is not old]
+        new = leader_of(rest)
+        for i in range(3):
+            new.append(i).result(5)
+        hub.heal()
+        with pytest.raises(ProposalTimeout, match="replaced"):
+            lost.result(10)
+        assert all(d != "lost" for _, d in c.committed[old.id])
+    finally:
+        c.close()
 
 
 def test_remote_error_for_non_builtin_exceptions() -> None:
