@@ -121,13 +121,33 @@ def test_progress_is_the_leaders_match_index_per_follower() -> None:
 def test_pending_proposals_count_until_seen_committed() -> None:
     c = Cluster(3)
     c.elect("n1")
-    c.propose("n2", b"1")
-    c.propose("n2", b"2")
-    assert c["n2"].pending_proposals == 2
-    c.stabilize()
-    assert c["n2"].pending_proposals == 2  # committed, but n2 does not know it yet
-    c.run(2)
-    assert c["n2"].pending_proposals == 0
+    c["n2"].propose(b"1")
+    c["n2"].propose(b"2")
+    c.flush("n2")  # one batch
+    pending = [c["n2"].pending_proposals]
+    while c.in_flight:  # no tick: nothing waits for a heartbeat
+        c.deliver()
+        pending.append(c["n2"].pending_proposals)
+    # PROPOSE to the leader, APPEND to the followers, their acks, then the commit index:
+    # a follower's proposal is seen committed after two round trips.
+    assert pending[:5] == [2, 2, 2, 2, 0]
+    assert c.applied("n2") == c.applied("n1") == c.applied("n3") == [b"1", b"2"]
+
+
+def test_the_commit_index_reaches_followers_at_once_one_message_each() -> None:
+    c = Cluster(3)
+    c.elect("n1")
+    for i in range(10):
+        c["n1"].propose(b"%d" % i)
+    c.flush("n1")
+    c.deliver()  # the entries reach both followers
+    c.deliver()  # their acks reach the leader, which commits and tells them at once
+    commits = c.take(MsgType.APPEND, src="n1")
+    assert sorted(m.dst for m in commits) == ["n2", "n3"]  # coalesced: one per follower
+    assert all(not m.entries and m.commit == 11 for m in commits)
+    for m in commits:
+        c.step(m)
+    assert c["n2"].log.commit == c["n3"].log.commit == 11
 
 
 def test_a_propose_mixing_sessions_is_ignored() -> None:

@@ -56,8 +56,8 @@ class Progress:
     """What the leader knows of one follower: `match` (the highest index it is known to
     hold) and `next` (the next index to send), and how to send."""
 
-    __slots__ = ("_heartbeat_match", "inflights", "match", "next", "probe_sent",
-                 "recent_active", "state")
+    __slots__ = ("_heartbeat_match", "commit_sent", "inflights", "match", "next",
+                 "probe_sent", "recent_active", "state")
 
     def __init__(self, next_index: int, max_inflight: int, max_inflight_bytes: int) -> None:
         self.match = 0
@@ -66,6 +66,7 @@ class Progress:
         self.probe_sent = False  # PROBE: an append is out; wait for its answer
         self.inflights = Inflights(max_inflight, max_inflight_bytes)
         self.recent_active = False  # heard from since the last check-quorum
+        self.commit_sent = 0  # the highest commit index an append let the follower reach
         self._heartbeat_match = -1  # match at the previous heartbeat
 
     def __repr__(self) -> str:
@@ -97,6 +98,15 @@ class Progress:
         else:
             self.next = last_index + 1
             self.inflights.add(last_index, size)
+
+    def sent_commit(self, commit: int, last_index: int) -> None:
+        """An append ending at `last_index` carried `commit`: the follower may commit up
+        to the lower of the two."""
+        self.commit_sent = max(self.commit_sent, min(commit, last_index))
+
+    def needs_commit(self, commit: int) -> bool:
+        """Whether the follower holds entries up to a commit index it was not told."""
+        return min(commit, self.match) > self.commit_sent
 
     def maybe_update(self, index: int) -> bool:
         """The follower acknowledged holding up to `index`; False if that is old news."""

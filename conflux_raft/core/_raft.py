@@ -144,15 +144,24 @@ class RaftCore:
             or self.log.commit > self.log.applied
             or self._hard_state() != self._saved
             or self._proposals_to_send()
+            or self._commit_to_send()
         )
+
+    def _commit_to_send(self) -> bool:
+        commit = self.log.commit
+        return any(pr.needs_commit(commit) for pr in self._progress.values())
 
     def ready(self) -> Ready:
         """Collect what to persist, send and apply. Messages and entries are handed over
         once; committed entries are handed again until `advance` acknowledges them."""
         self._flush_proposals()
         if self.role is Role.LEADER:
+            commit = self.log.commit
             for peer in self._peers:
                 self._send_appends(peer)
+                pr = self._progress[peer]
+                if pr.needs_commit(commit):  # the commit index travels at once, coalesced
+                    self._send_commit(peer, pr)
         hs = self._hard_state()
         entries: tuple[Entry, ...] = ()
         if self._unstable_from is not None:
@@ -359,10 +368,16 @@ class RaftCore:
             if pr.state is ProgressState.PROBE:
                 self._send_append(peer, pr, empty_ok=True)
             else:
-                self._msgs.append(
-                    Message(MsgType.APPEND, self.id, peer, term=self.term, index=pr.match,
-                            log_term=self.log.term_at(pr.match) or 0, commit=self.log.commit)
-                )
+                self._send_commit(peer, pr)
+
+    def _send_commit(self, peer: str, pr: Progress) -> None:
+        """An empty append at the follower's match: a heartbeat, carrying the commit."""
+        commit = self.log.commit
+        self._msgs.append(
+            Message(MsgType.APPEND, self.id, peer, term=self.term, index=pr.match,
+                    log_term=self.log.term_at(pr.match) or 0, commit=commit)
+        )
+        pr.sent_commit(commit, pr.match)
 
     def _send_appends(self, peer: str) -> None:
         pr = self._progress[peer]
@@ -384,6 +399,7 @@ class RaftCore:
             Message(MsgType.APPEND, self.id, peer, term=self.term, index=prev,
                     log_term=prev_term, commit=self.log.commit, entries=entries)
         )
+        pr.sent_commit(self.log.commit, prev + len(entries))
         if entries:
             pr.sent_entries(entries[-1].index, sum(len(e.data) for e in entries))
 

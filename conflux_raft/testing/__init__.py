@@ -1,10 +1,12 @@
 """Testing helpers for Raft on the core alone: a seeded simulator with faults and safety
-checks, a small in-memory cluster for step-by-step tests, and a linearizability checker."""
+checks, a small in-memory cluster for step-by-step tests, a linearizability checker, and
+a private redis-server for tests that need a real one."""
 
 from ._checks import SafetyChecker, SafetyViolation
 from ._cluster import Cluster
 from ._host import Host, ProtocolViolation
 from ._linear import AppendLog, Model, Op, Register, is_linearizable, linearize
+from ._redis_server import RedisServer, find_redis_server, free_port
 from ._sim import (
     LivenessViolation,
     SimConfig,
@@ -22,6 +24,7 @@ __all__ = [
     "Model",
     "Op",
     "ProtocolViolation",
+    "RedisServer",
     "Register",
     "SafetyChecker",
     "SafetyViolation",
@@ -29,6 +32,8 @@ __all__ = [
     "SimResult",
     "Simulation",
     "SimulationFailure",
+    "find_redis_server",
+    "free_port",
     "is_linearizable",
     "linearize",
     "run_seed",
