@@ -74,11 +74,13 @@ class PySyncObjPeer:
     """PySyncObj with its own TCP transport and default options."""
 
     def __init__(self, a: argparse.Namespace) -> None:
-        from pysyncobj import SyncObj, replicated
+        from pysyncobj import SyncObj, SyncObjConf, replicated
+
+        batch = a.batch == "on"
 
         class Counter(SyncObj):  # type: ignore[misc]
             def __init__(self, me: str, partners: list[str]) -> None:
-                super().__init__(me, partners)
+                super().__init__(me, partners, SyncObjConf(appendEntriesUseBatch=batch))
                 self.value = (0, 0)
 
             @replicated  # type: ignore[misc]
@@ -158,7 +160,16 @@ def main() -> None:
     ap.add_argument("--members", required=True)
     ap.add_argument("--url", default="")
     ap.add_argument("--namespace", default="bench")
+    ap.add_argument("--batch", choices=["on", "off"], default="on",
+                    help="PySyncObj's appendEntriesUseBatch")
+    ap.add_argument("--profile", help="profile every thread (yappi, CPU time) into this "
+                    "pstats file")
     a = ap.parse_args()
+    if a.profile:
+        import yappi
+
+        yappi.set_clock_type("cpu")
+        yappi.start()
     peer: Conflux | PySyncObjPeer = Conflux(a) if a.system == "conflux" else PySyncObjPeer(a)
     out = sys.stdout
     out.write(json.dumps({"ready": True}) + "\n")
@@ -180,6 +191,9 @@ def main() -> None:
             break
         out.write(json.dumps(reply) + "\n")
         out.flush()
+    if a.profile:
+        yappi.stop()
+        yappi.get_func_stats().save(a.profile, type="pstat")
     peer.close()
 
 

@@ -2,7 +2,9 @@
 one run, the systems alternated round by round.
 
 Conflux runs conflux_redux stores over a private redis-server that this script starts
-and ends; PySyncObj runs its own TCP transport on 127.0.0.1 with its default options.
+and ends, with their default options; PySyncObj runs its own TCP transport on 127.0.0.1,
+with appendEntriesUseBatch off for the latency scenarios and on (its default) for the
+others: each scenario meets PySyncObj at its best.
 Both replicate the same state machine (benchmarks/_peer.py). Scenarios, per round:
 
   (a) sequential from the leader, one call at a time: latency p50
@@ -32,6 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +96,8 @@ class Peer:
 class Cluster:
     """`n` peers of `system`; conflux ones on `url`."""
 
-    def __init__(self, system: str, n: int, url: str) -> None:
+    def __init__(self, system: str, n: int, url: str, batch: str = "on",
+                 profile: str = "") -> None:
         if system == "conflux":
             ids = [f"p{i}" for i in range(n)]
             ns = f"bench-{uuid.uuid4().hex[:8]}"
@@ -101,7 +105,11 @@ class Cluster:
                       "--namespace", ns] for i in ids]
         else:
             ids = [f"127.0.0.1:{free_port()}" for _ in range(n)]
-            argvs = [["pysyncobj", "--id", i, "--members", ",".join(ids)] for i in ids]
+            argvs = [["pysyncobj", "--id", i, "--members", ",".join(ids), "--batch", batch]
+                     for i in ids]
+        if profile:  # each peer writes <profile>.<index>.pstats as it quits
+            argvs = [[*argv, "--profile", f"{profile}.{i}.pstats"]
+                     for i, argv in enumerate(argvs)]
         self.peers = [Peer(argv) for argv in argvs]
         self.base = 0
         self.leader, self.followers = self._roles()
@@ -157,50 +165,80 @@ def rate(r: dict[str, Any]) -> float:
     return float(r["ops"]) / float(r["seconds"])
 
 
-def run_three(system: str, a: argparse.Namespace, redis: RedisServer) -> dict[str, float]:
-    c = Cluster(system, 3, redis.url)
-    m: dict[str, float] = {}
-    try:
-        time.sleep(1.0)  # settle after the election
-        pids = [p.proc.pid for p in c.peers]
-        before = [cpu_seconds(pid) for pid in pids]
-        redis_before = cpu_seconds(redis.pid) if redis.pid else 0.0
-        time.sleep(a.idle)
-        m["idle CPU, nodes (% of a core)"] = 100 * sum(
-            cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)) / a.idle
-        if system == "conflux" and redis.pid:
-            m["idle CPU, redis-server (%)"] = 100 * (cpu_seconds(redis.pid)
-                                                     - redis_before) / a.idle
-        m["(a) leader, sequential p50 (ms)"] = 1000 * c.seq(c.leader, a.seq)["p50"]
-        m["(d) follower, sequential p50 (ms)"] = 1000 * c.seq(c.followers[0], a.seq)["p50"]
-        m["(b) leader, pipelined (ops/s)"] = rate(c.pipe(c.leader, a.n, a.window))
-        m["(c) all nodes, pipelined (ops/s)"] = c.pipe_all(a.n // 3, a.all_window)
-        if system == "conflux":
-            m["follower, append pipelined (ops/s)"] = rate(
-                c.pipe(c.followers[0], a.n, a.window))
-            m["leader, store.dispatch pipelined (ops/s)"] = rate(
-                c.pipe(c.leader, a.n, a.window, via="dispatch"))
-            m["follower, store.dispatch pipelined (ops/s)"] = rate(
-                c.pipe(c.followers[0], a.n, a.window, via="dispatch"))
-        c.agree()
-        m["resident memory per node, max (MiB)"] = max(rss_mib(p.proc.pid) for p in c.peers)
-    finally:
-        c.close()
+def latency(c: Cluster, a: argparse.Namespace, prefix: str = "") -> dict[str, float]:
+    return {
+        f"{prefix}(a) leader, sequential p50 (ms)": 1000 * c.seq(c.leader, a.seq)["p50"],
+        f"{prefix}(d) follower, sequential p50 (ms)": 1000 * c.seq(c.followers[0],
+                                                                  a.seq)["p50"],
+    }
+
+
+def idle(c: Cluster, a: argparse.Namespace, redis: RedisServer | None) -> dict[str, float]:
+    pids = [p.proc.pid for p in c.peers]
+    before = [cpu_seconds(pid) for pid in pids]
+    redis_before = cpu_seconds(redis.pid) if redis and redis.pid else 0.0
+    time.sleep(a.idle)
+    m = {"idle CPU, nodes (% of a core)": 100 * sum(
+        cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)) / a.idle}
+    if redis and redis.pid:
+        m["idle CPU, redis-server (%)"] = 100 * (cpu_seconds(redis.pid) - redis_before) / a.idle
     return m
 
 
-def run_five(system: str, a: argparse.Namespace, redis: RedisServer) -> dict[str, float]:
-    c = Cluster(system, 5, redis.url)
+def throughput(c: Cluster, a: argparse.Namespace, conflux: bool) -> dict[str, float]:
+    m = {
+        "(b) leader, pipelined (ops/s)": rate(c.pipe(c.leader, a.n, a.window)),
+        "(c) all nodes, pipelined (ops/s)": c.pipe_all(a.n // 3, a.all_window),
+    }
+    if conflux:
+        m["follower, append pipelined (ops/s)"] = rate(c.pipe(c.followers[0], a.n, a.window))
+        m["leader, store.dispatch pipelined (ops/s)"] = rate(
+            c.pipe(c.leader, a.n, a.window, via="dispatch"))
+        m["follower, store.dispatch pipelined (ops/s)"] = rate(
+            c.pipe(c.followers[0], a.n, a.window, via="dispatch"))
+    return m
+
+
+def memory(c: Cluster) -> dict[str, float]:
+    c.agree()
+    return {"resident memory per node, max (MiB)": max(rss_mib(p.proc.pid) for p in c.peers)}
+
+
+def run_system(system: str, a: argparse.Namespace, redis: RedisServer) -> dict[str, float]:
+    """Conflux: one cluster for everything. PySyncObj: its best option for each kind of
+    scenario, appendEntriesUseBatch off for latency (it sends at once) and on for
+    throughput (it batches, sending every appendEntriesPeriod)."""
     m: dict[str, float] = {}
-    try:
+    if system == "conflux":
+        with closing(Cluster(system, 3, redis.url)) as c:
+            time.sleep(1.0)  # settle after the election
+            m.update(idle(c, a, redis))
+            m.update(latency(c, a))
+            m.update(throughput(c, a, conflux=True))
+            m.update(memory(c))
+        if a.five:
+            with closing(Cluster(system, 5, redis.url)) as c:
+                m.update(latency(c, a, "5 nodes "))
+                m["5 nodes (b) leader, pipelined (ops/s)"] = rate(
+                    c.pipe(c.leader, a.n, a.window))
+                c.agree()
+        return m
+    with closing(Cluster(system, 3, "", batch="off")) as c:
         time.sleep(1.0)
-        m["5 nodes (a) leader, sequential p50 (ms)"] = 1000 * c.seq(c.leader, a.seq)["p50"]
-        m["5 nodes (d) follower, sequential p50 (ms)"] = 1000 * c.seq(
-            c.followers[0], a.seq)["p50"]
-        m["5 nodes (b) leader, pipelined (ops/s)"] = rate(c.pipe(c.leader, a.n, a.window))
+        m.update(latency(c, a))
         c.agree()
-    finally:
-        c.close()
+    with closing(Cluster(system, 3, "", batch="on")) as c:
+        time.sleep(1.0)
+        m.update(idle(c, a, None))
+        m.update(throughput(c, a, conflux=False))
+        m.update(memory(c))
+    if a.five:
+        with closing(Cluster(system, 5, "", batch="off")) as c:
+            m.update(latency(c, a, "5 nodes "))
+            c.agree()
+        with closing(Cluster(system, 5, "", batch="on")) as c:
+            m["5 nodes (b) leader, pipelined (ops/s)"] = rate(c.pipe(c.leader, a.n, a.window))
+            c.agree()
     return m
 
 
@@ -228,9 +266,7 @@ def main() -> None:
                 order = SYSTEMS if r % 2 == 0 else SYSTEMS[::-1]
                 results: dict[str, dict[str, float]] = {}
                 for system in order:
-                    results[system] = run_three(system, a, redis)
-                    if a.five:
-                        results[system].update(run_five(system, a, redis))
+                    results[system] = run_system(system, a, redis)
                     print(f"round {r + 1} {system}: done", file=sys.stderr)
                 rounds.append(results)
         finally:

@@ -42,12 +42,13 @@ class LogEntry:
 class Applier:
     """Callbacks by event, the index applied so far, and futures waiting for an entry.
 
-    `lock` (the node's) guards `applied` and the waiters against the loop thread.
+    A lock of its own guards `applied` and the waiters against the loop thread, which
+    registers waiters; the apply thread never waits for the node's lock.
     """
 
-    def __init__(self, node_id: str, lock: threading.RLock) -> None:
+    def __init__(self, node_id: str) -> None:
         self._id = node_id
-        self._lock = lock
+        self._lock = threading.Lock()
         self._handlers: dict[str, list[Callable[..., Any]]] = {e: [] for e in EVENTS}
         self._queue: queue.SimpleQueue[Work | None] = queue.SimpleQueue()
         self._waiters: dict[int, list[tuple[int, Future[LogEntry]]]] = {}
@@ -75,20 +76,23 @@ class Applier:
     def wait_applied(self, index: int, term: int, future: Future[LogEntry],
                      log: RaftLog) -> None:
         """Settle `future` with entry `index` once it is applied here with `term`, or with
-        ProposalTimeout if another entry took that index. Called with the lock held."""
-        if index > self.applied:
-            self._waiters.setdefault(index, []).append((term, future))
-        elif log.term_at(index) == term:
+        ProposalTimeout if another entry took that index. Called by the loop thread."""
+        with self._lock:
+            if index > self.applied:
+                self._waiters.setdefault(index, []).append((term, future))
+                return
+        if log.term_at(index) == term:
             settle(future, LogEntry.of(log.entry(index)))
         else:
             settle(future, exc=_replaced(index, term))
 
     def reject_all(self, exc: BaseException) -> None:
-        """Fail every waiting future (close). Called with the lock held."""
-        for waiters in self._waiters.values():
+        """Fail every waiting future (close)."""
+        with self._lock:
+            waiting, self._waiters = self._waiters, {}
+        for waiters in waiting.values():
             for _, f in waiters:
                 settle(f, exc=exc)
-        self._waiters.clear()
 
     def run(self) -> None:
         """The thread's body."""
@@ -119,12 +123,17 @@ class Applier:
             self._apply_committed(work)
 
     def _apply_committed(self, work: Committed) -> None:
+        handlers = self._handlers["committed"]
         for e in work.entries:
-            if e.kind is EntryKind.NORMAL:
+            if e.kind is EntryKind.NORMAL and handlers:
                 self._emit("committed", orjson.loads(e.data), e.index)
-            with self._lock:
-                self.applied = e.index
-                waiters = self._waiters.pop(e.index, ())
+        # Then what waited on this batch: every callback up to its last index has run.
+        with self._lock:
+            self.applied = work.entries[-1].index
+            waiting = self._waiters
+            ready = [(e, waiting.pop(e.index)) for e in work.entries
+                     if e.index in waiting] if waiting else []
+        for e, waiters in ready:
             for term, f in waiters:
                 if term == e.term:
                     settle(f, LogEntry.of(e))

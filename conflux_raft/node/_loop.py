@@ -62,7 +62,7 @@ class Loop:
         self.rpc = rpc
         self.voters = voters
         self.lock = threading.RLock()
-        self.applier = Applier(options.id, self.lock)
+        self.applier = Applier(options.id)
         self.core: RaftCore | None = None
         self.closed = threading.Event()
         self.counters = {"malformed": 0, "unknown_sender": 0}

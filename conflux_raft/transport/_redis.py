@@ -133,6 +133,7 @@ class RedisTransport:
         self._stop = threading.Event()
         self._cv = threading.Condition()  # guards the queue, the counters and the state
         self._queue: list[tuple[str, bytes]] = []
+        self._writing = False  # a pipeline is being written (by send or by the sender)
         self._closed = False
         self._down = False
         self._deliver: Callable[[bytes], None] | None = None
@@ -177,20 +178,41 @@ class RedisTransport:
             self._ensure_sender()
 
     def send(self, batch: Sequence[tuple[str, bytes]]) -> None:
-        """Queue `batch` for the sender thread and return; what does not fit in the queue
-        (or comes after close) is dropped and counted."""
+        """Write `batch` at once when the connection is idle and healthy (one round trip,
+        in the caller's thread); else queue it for the sender thread and return. What
+        does not fit in the queue (or comes after close) is dropped and counted."""
         with self._cv:
             if self._closed:
                 self._dropped += len(batch)
                 return
-            room = self._queue_size - len(self._queue)
-            if room >= len(batch):
-                self._queue.extend(batch)
+            if not self._queue and not self._writing and not self._down:
+                self._writing = True  # nothing queued: order is kept
             else:
-                self._queue.extend(batch[: max(room, 0)])
-                self._dropped += len(batch) - max(room, 0)
-            self._ensure_sender()
-            self._cv.notify()
+                self._enqueue(batch)
+                return
+        try:
+            self._write(batch)
+        except Exception as exc:  # the sender thread reconnects; later sends queue
+            with self._cv:
+                self._dropped += len(batch)
+            self._mark_down(exc)
+        finally:
+            with self._cv:
+                self._writing = False
+                if self._queue:
+                    self._ensure_sender()
+                    self._cv.notify()
+
+    def _enqueue(self, batch: Sequence[tuple[str, bytes]]) -> None:
+        """Queue for the sender thread (called with the lock held)."""
+        room = self._queue_size - len(self._queue)
+        if room >= len(batch):
+            self._queue.extend(batch)
+        else:
+            self._queue.extend(batch[: max(room, 0)])
+            self._dropped += len(batch) - max(room, 0)
+        self._ensure_sender()
+        self._cv.notify()
 
     def stats(self) -> dict[str, int]:
         """Counters: sent, received, dropped, reconnects; also flushes (pipelines
@@ -353,13 +375,14 @@ class RedisTransport:
     def _take(self) -> list[tuple[str, bytes]]:
         """Wait for messages and take all of them; raise _Stopped on close."""
         with self._cv:
-            while not self._queue and not self._stop.is_set():
+            while (not self._queue or self._writing) and not self._stop.is_set():
                 self._cv.wait()
             if self._stop.is_set():
                 self._dropped += len(self._queue)
                 self._queue = []
                 raise _Stopped
             batch, self._queue = self._queue, []
+            self._writing = True
             return batch
 
     def _discard_queued(self, _state: RetryCallState) -> None:
@@ -374,7 +397,7 @@ class RedisTransport:
         self._writer.ping()
         self._mark_up()
 
-    def _write(self, batch: list[tuple[str, bytes]]) -> None:
+    def _write(self, batch: Sequence[tuple[str, bytes]]) -> None:
         """One round trip: an XADD per message, in a non-transactional pipeline."""
         prefix, maxlen = self._prefix, self._maxlen
         with self._writer.pipeline(transaction=False) as pipe:
@@ -395,6 +418,10 @@ class RedisTransport:
                     self, len(failed), len(batch), failed[0],
                 )
 
+    def _done_writing(self) -> None:
+        with self._cv:
+            self._writing = False
+
     def _send_loop(self) -> None:
         probing = self._retrying(before_sleep=self._discard_queued)
         try:
@@ -407,7 +434,9 @@ class RedisTransport:
                     with self._cv:
                         self._dropped += len(batch)
                     self._mark_down(exc)
+                    self._done_writing()
                     probing(self._probe)
+                self._done_writing()
         except (_Stopped, RetryError):
             pass
         except Exception:  # a bug, not an outage
