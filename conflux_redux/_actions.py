@@ -14,14 +14,23 @@ PERFORM = "conflux/perform"
 def check_action(action: Any) -> None:
     """Raise TypeError/ValueError unless `action` is a dict with a non-None `type` that
     orjson can encode."""
+    check_shape(action)
+    try:
+        orjson.dumps(action)
+    except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+        raise unencodable(exc) from exc
+
+
+def check_shape(action: Any) -> None:
+    """Raise TypeError/ValueError unless `action` is a dict with a non-None `type`."""
     if not isinstance(action, dict):
         raise TypeError(f"an action must be a dict, not {type(action).__name__}")
     if action.get("type") is None:
         raise ValueError('an action must have a non-None "type"')
-    try:
-        orjson.dumps(action)
-    except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
-        raise TypeError(f"the action cannot be encoded by orjson: {exc}") from exc
+
+
+def unencodable(exc: TypeError) -> TypeError:
+    return TypeError(f"the action cannot be encoded by orjson: {exc}")
 
 
 def perform_action(name: str, *args: Any, timeout: float | None = None) -> dict[str, Any]:

@@ -68,6 +68,8 @@ class CommittedState:
 
     def take_error(self, index: int) -> BaseException | None:
         """The reducer's error on the action at `index`, if it raised (once)."""
+        if not self._errors:  # the usual case; errors are kept before futures resolve
+            return None
         with self._lock:
             return self._errors.pop(index, None)
 

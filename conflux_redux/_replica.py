@@ -24,7 +24,7 @@ from conflux_raft import (
     settle,
 )
 
-from ._actions import PERFORM, check_action
+from ._actions import PERFORM, check_shape, unencodable
 from ._committed import CommittedState
 from ._config import ConfluxConfig
 from ._face import ConfluxStore
@@ -117,10 +117,14 @@ class Replica:
                 raise TypeError(f'a {PERFORM} action\'s "args" must be a list')
             name: Any = action.get("name")  # checked by perform
             return self.perform(name, args, action.get("timeout"))
-        check_action(action)
+        check_shape(action)
         self._check_open()
-        appended = self.node.append(action)
-        result = self._new_future()
+        try:
+            appended = self.node.append(action)  # encodes it, once
+        except TypeError as exc:
+            raise unencodable(exc) from exc
+        # Not tracked for close(): closing the node fails `appended`, and so this one.
+        result: Future[Any] = Future()
 
         def on_appended(f: Future[int]) -> None:
             exc = f.exception()

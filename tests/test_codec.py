@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from strategies import messages
 
 from conflux_raft import Entry, EntryKind, MalformedMessage, Message, MsgType, decode, encode
-from conflux_raft.transport import VERSION
+from conflux_raft.transport import VERSION, encode_all
 
 SECRET = b"shared secret"
 
@@ -61,6 +61,15 @@ def test_round_trip(msg: Message) -> None:
 @given(messages(), st.binary(min_size=1, max_size=40))
 def test_round_trip_signed(msg: Message, secret: bytes) -> None:
     assert decode(encode(msg, secret), secret) == msg
+
+
+@given(st.lists(messages(), max_size=6), st.sampled_from([None, b"k"]))
+def test_a_batch_encodes_as_its_messages_do(msgs: list[Message], secret: bytes | None) -> None:
+    # the same entries to several followers, as a leader sends them
+    appends = [Message(MsgType.APPEND, "a", dst, term=2, entries=m.entries)
+               for dst in ("b", "c") for m in msgs[:2]]
+    batch = [*msgs, *appends]
+    assert encode_all(batch, secret) == [(m.dst, encode(m, secret)) for m in batch]
 
 
 def test_decode_accepts_bytearray_and_memoryview() -> None:

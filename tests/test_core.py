@@ -238,3 +238,22 @@ def test_an_ack_lets_the_leader_send_what_comes_next_at_once() -> None:
     core.step(Message(AR, "n2", "n1", term=2, index=1))  # changes nothing but n2's state
     assert core.has_ready()
     assert [m.index for m in sent(core) if m.dst == "n2"] == [1, 2, 3, 4, 5]
+
+
+def test_nothing_happens_before_the_ticks_until_due_have_passed() -> None:
+    c = Cluster(3)
+    c.elect("n1")
+    c.stabilize()
+    for node in ("n1", "n2"):  # a leader (heartbeat) and a follower (election timeout)
+        core = c[node]
+        for _ in range(3):
+            due = core.ticks_until_due()
+            assert due >= 1
+            for _ in range(due - 1):
+                core.tick()
+                assert not core.has_ready(), f"{node} acted before its due tick"
+            role, term = core.role, core.term
+            core.tick()
+            assert core.has_ready() or (core.role, core.term) != (role, term)
+            c.flush(node)
+            c.in_flight.clear()  # what it sent is lost: the next timeout counts again

@@ -86,6 +86,21 @@ def test_slice_property(entries: list[Entry], lo: int, count: int, size: int) ->
     if lo <= log.last_index:
         assert out, "at least one entry when one is there"
         assert len(out) == 1 or sum(len(e.data) + 32 for e in out) <= size
+        end = lo + len(out)
+        if len(out) < count and end <= log.last_index:  # and no longer than the bounds say
+            assert sum(len(e.data) + 32 for e in entries[lo - 1 : end]) > size
+
+
+@given(logs(), st.integers(0, 40), st.integers(0, 40), st.integers(0, 40))
+def test_size_counts_data_and_overhead_after_appends_and_truncations(
+    entries: list[Entry], cut: int, lo: int, hi: int
+) -> None:
+    log = RaftLog(entries[:cut])
+    log.truncate_after(min(cut, len(entries)) // 2)
+    log.append(entries[min(cut, len(entries)) // 2 : len(entries)])
+    assert log.entries_from(1) == entries
+    lo, hi = sorted((min(max(lo, 1), len(entries) + 1), min(max(hi, 1), len(entries) + 1)))
+    assert log.size(lo, hi) == sum(len(e.data) + 32 for e in entries[lo - 1 : hi - 1])
 
 
 @given(logs(), st.integers(0, 40), st.integers(0, 8))

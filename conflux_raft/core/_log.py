@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable
+from itertools import accumulate
 
 from ._types import Entry
+
+ENTRY_OVERHEAD = 32  # bytes counted per entry besides its data, for message size bounds
 
 
 class RaftLog:
     """Entries ``offset+1 .. last_index``; index `offset` (term `offset_term`) is compacted."""
 
-    __slots__ = ("_entries", "applied", "commit", "offset", "offset_term")
+    __slots__ = ("_ends", "_entries", "applied", "commit", "offset", "offset_term")
 
     def __init__(self, entries: Iterable[Entry] = (), offset: int = 0, offset_term: int = 0):
-        self._entries: list[Entry] = list(entries)
         self.offset = offset
         self.offset_term = offset_term
+        self._entries: list[Entry] = []
+        self._ends: list[int] = []  # bytes of the entries up to each one, for slice()
+        self.append(entries)
         self.commit = offset
         self.applied = offset
         for i, e in enumerate(self._entries):
@@ -47,25 +53,34 @@ class RaftLog:
     def slice(self, lo: int, hi: int, max_count: int, max_bytes: int) -> list[Entry]:
         """Entries lo..hi-1, at most `max_count`, and within `max_bytes` (but at least one)."""
         hi = min(hi, lo + max_count, self.last_index + 1)
-        out = self._entries[lo - self.offset - 1 : hi - self.offset - 1]
-        size = 0
-        for i, e in enumerate(out):
-            size += len(e.data) + 32
-            if size > max_bytes and i > 0:
-                return out[:i]
-        return out
+        a, b = lo - self.offset - 1, hi - self.offset - 1
+        if b <= a:
+            return []
+        limit = (self._ends[a - 1] if a else 0) + max_bytes
+        return self._entries[a : max(bisect_right(self._ends, limit, a, b), a + 1)]
+
+    def size(self, lo: int, hi: int) -> int:
+        """The bytes that entries lo..hi-1 count for (their data, and an overhead each)."""
+        a, b = lo - self.offset - 1, hi - self.offset - 1
+        return self._ends[b - 1] - (self._ends[a - 1] if a else 0) if b > a else 0
 
     def entries_from(self, lo: int) -> list[Entry]:
         return self._entries[max(lo - self.offset - 1, 0) :]
 
     def append(self, entries: Iterable[Entry]) -> None:
-        self._entries.extend(entries)
+        new = list(entries)
+        self._entries.extend(new)
+        ends = accumulate((len(e.data) + ENTRY_OVERHEAD for e in new),
+                          initial=self._ends[-1] if self._ends else 0)
+        next(ends)  # the initial value
+        self._ends.extend(ends)
 
     def truncate_after(self, index: int) -> None:
         """Drop every entry after `index` (never a committed one)."""
         if index < self.commit:
             raise AssertionError(f"truncating committed entry {index + 1} (commit {self.commit})")
         del self._entries[index - self.offset :]
+        del self._ends[index - self.offset :]
 
     def is_up_to_date(self, last_index: int, last_term: int) -> bool:
         """Raft §5.4.1: is a log ending at (last_index, last_term) at least as current as ours?"""

@@ -1,10 +1,11 @@
 """The Raft core: a deterministic state machine with no I/O, no clock and no threads.
 
 Drive it with `tick()`, `step(message)` and `propose(data)`; collect the work with
-`ready()`; persist its hard state and entries, send its messages, apply its committed
-entries, then call `advance(ready)`. Shaped after etcd-io/raft: `step` does the term
-checks for every message and hands off to the step function of the current role, which
-`_become_follower`, `_campaign` and `_become_leader` swap, along with the tick function.
+`ready()`; persist its hard state and entries first, then send its messages and apply
+its committed entries (in either order), then call `advance(ready)`. Shaped after
+etcd-io/raft: `step` does the term checks for every message and hands off to the step
+function of the current role, which `_become_follower`, `_campaign` and `_become_leader`
+swap, along with the tick function.
 """
 
 from __future__ import annotations
@@ -78,6 +79,23 @@ class RaftCore:
         """Advance logical time by one tick."""
         self._election_elapsed += 1
         self._tick()
+
+    def ticks_until_due(self) -> int:
+        """How many ticks may pass before one of them can do anything (at least 1): a
+        driver with a real clock may sleep that long when no message comes."""
+        cfg = self.cfg
+        if self.role is Role.LEADER:
+            due = cfg.heartbeat_ticks - self._heartbeat_elapsed
+            if cfg.check_quorum:
+                due = min(due, cfg.election_ticks[0] - self._election_elapsed)
+        else:
+            due = _UNBOUNDED
+            if self.id in self.voters:
+                due = self._timeout - self._election_elapsed
+            resend = self.proposals.ticks_until_resend(cfg.election_ticks[0])
+            if resend is not None:
+                due = min(due, resend)
+        return max(due, 1)
 
     def propose(self, data: bytes) -> int:
         """Queue `data` for the log and return its sequence number in this node's session.
@@ -401,7 +419,7 @@ class RaftCore:
         )
         pr.sent_commit(self.log.commit, prev + len(entries))
         if entries:
-            pr.sent_entries(entries[-1].index, sum(len(e.data) for e in entries))
+            pr.sent_entries(entries[-1].index, self.log.size(pr.next, entries[-1].index + 1))
 
     def _handle_append(self, m: Message) -> None:
         self._election_elapsed = 0

@@ -74,6 +74,12 @@ class ProposalQueue:
         if gap:
             self.sent = max(self.acked, min(self.sent, gap - 1))
 
+    def ticks_until_resend(self, resend_ticks: int) -> int | None:
+        """Ticks until `tick` resends the batch in flight (None: nothing is in flight)."""
+        if self._pending and self.sent > self.acked:
+            return resend_ticks - self._resend_elapsed
+        return None
+
     def tick(self, resend_ticks: int) -> None:
         """A batch unanswered for `resend_ticks` counts as lost: send it again."""
         if self._pending and self.sent > self.acked:

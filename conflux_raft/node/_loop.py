@@ -1,10 +1,12 @@
 """The loop thread: the only thread that touches the core.
 
-Each turn takes what the inbox holds (messages, proposals, rpc calls), feeds it to the
-core, ticks it on time, and then processes every `Ready` in etcd's order: persist the
-hard state and entries, send the messages, hand committed entries to the apply thread,
-then advance. The core's lock is held for the whole turn, so readers (`status`,
-`get_log`) and rpc functions see a consistent core.
+Each turn applies the ticks that real time has brought, takes what the inbox holds
+(messages, proposals, rpc calls) and feeds it to the core, then processes every
+`Ready`: persist the hard state and entries, hand committed entries to the apply
+thread, send the messages, then advance (etcd's order, but for apply before send: the
+entries are durable by then, and the caller's future need not wait for a send). The
+core's lock is held for the whole turn, so readers (`status`, `get_log`) and rpc
+functions see a consistent core.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import orjson
 from .._errors import ClosedError, MalformedMessage, Overloaded, ProposalTimeout
 from ..core import CoreConfig, Message, MsgType, RaftCore, Ready, Role
 from ..storage import Storage
-from ..transport import Discovery, Transport, decode, encode
+from ..transport import Discovery, Transport, decode, encode, encode_all
 from ._apply import Applier, LogEntry
 from ._commands import (
     Appended,
@@ -67,9 +69,12 @@ class Loop:
         self.closed = threading.Event()
         self.counters = {"malformed": 0, "unknown_sender": 0}
         self._inbox: queue.SimpleQueue[Command | None] = queue.SimpleQueue()
-        self._fut_lock = threading.Lock()
-        self._futures: dict[int, Future[int]] = {}  # own proposal seq -> future
-        self._queued = 0  # proposals in the inbox, not yet given a seq
+        self._futures: dict[int, Future[int]] = {}  # own proposal seq -> future (loop only)
+        # Proposals admitted by callers (under the admit lock) and taken by the loop: their
+        # difference is what waits in the inbox; the loop thread never takes that lock.
+        self._admit_lock = threading.Lock()
+        self._admitted = 0
+        self._taken = 0
         # (deadline, tie-breaker, future, why, proposal seq or rpc id to forget)
         self._deadlines: list[tuple[float, int, Future[Any], str, int | str]] = []
         self._deadline_ids = itertools.count()
@@ -83,13 +88,14 @@ class Loop:
     def submit(self, command: Command) -> None:
         """Queue a command for the loop thread."""
         if isinstance(command, Propose):
-            with self._fut_lock:
-                if len(self._futures) + self._queued >= self.options.max_pending:
+            with self._admit_lock:
+                held = len(self._futures) + self._admitted - self._taken
+                if held >= self.options.max_pending:
                     settle(command.future, exc=Overloaded(
                         f"{self.options.max_pending} proposals of this node are in flight "
                         "(max_pending)"))
                     return
-                self._queued += 1
+                self._admitted += 1
         self._inbox.put(command)
 
     def deliver(self, raw: bytes) -> None:
@@ -114,9 +120,8 @@ class Loop:
     def reject_all(self, err: ClosedError) -> None:
         """Close: fail every future this node still holds. Called once the loop ended."""
         with self.lock:
-            with self._fut_lock:
-                futures = list(self._futures.values())
-                self._futures.clear()
+            futures = list(self._futures.values())
+            self._futures.clear()
             for fut in futures:
                 settle(fut, exc=err)
             for call in self._rpc_out.values():
@@ -151,12 +156,17 @@ class Loop:
         with self.lock:
             self.core = core = self._make_core(self.voters)
         tick = self.options.heartbeat_interval / TICKS_PER_HEARTBEAT
-        next_tick = time.monotonic() + tick
+        max_burst = core.cfg.election_ticks[1] + 1  # enough for any timeout to fire once
+        ticked = time.monotonic()  # ticks are applied up to this time
         inbox = self._inbox
         while not self.closed.is_set():
+            # Sleep until a tick can matter (or a deadline is due), unless work arrives.
+            wake = ticked + tick * core.ticks_until_due()
+            if self._deadlines:
+                wake = min(wake, self._deadlines[0][0])
             items: list[Command | None] = []
             try:
-                items.append(inbox.get(timeout=max(next_tick - time.monotonic(), 0)))
+                items.append(inbox.get(timeout=max(wake - time.monotonic(), 0)))
                 while len(items) < _MAX_TAKE:
                     items.append(inbox.get_nowait())
             except queue.Empty:
@@ -167,14 +177,19 @@ class Loop:
                         if item is not None:
                             inbox.put(item)
                     return
+                # Real time first: the ticks that passed while this thread waited (or was
+                # paused) come before the messages that arrived meanwhile.
+                now = time.monotonic()
+                due = int((now - ticked) / tick)
+                if due:
+                    for _ in range(min(due, max_burst)):
+                        core.tick()
+                    ticked += due * tick
+                if self._deadlines and self._deadlines[0][0] <= now:
+                    self._expire(now)
                 for item in items:
                     if item is not None:
                         self._handle(core, item)
-                now = time.monotonic()
-                if now >= next_tick:
-                    core.tick()
-                    next_tick = max(next_tick + tick, now)
-                    self._expire(now)
                 while core.has_ready():
                     self._process(core, core.ready())
                 self._after_ready(core)
@@ -196,12 +211,11 @@ class Loop:
         if isinstance(item, Receive):
             self._on_message(core, item.message)
         elif isinstance(item, Propose):
-            with self._fut_lock:
-                self._queued -= 1
-                if item.future.done():
-                    return
-                seq = core.propose(item.data)
-                self._futures[seq] = item.future
+            self._taken += 1
+            if item.future.done():
+                return
+            seq = core.propose(item.data)
+            self._futures[seq] = item.future
             self._at(item.deadline, item.future, seq,
                      "not committed in time; it may still commit later")
         else:
@@ -232,22 +246,20 @@ class Loop:
             core.step(m)
 
     def _process(self, core: RaftCore, rd: Ready) -> None:
-        # Persist, then send, then hand committed entries to the apply thread, then advance.
+        # Persist first: nothing may be sent or applied before it is durable. Then hand
+        # committed entries to the apply thread (they are durable here, and applying
+        # them never waits for a send), then send, then advance.
         if rd.hard_state is not None or rd.entries:
             self.storage.save(rd.hard_state, rd.entries)
-        if rd.messages:
-            secret = self.options.secret
-            self.transport.send([(m.dst, encode(m, secret)) for m in rd.messages])
         if rd.entries and self.applier.wants_appended():
             self.applier.put(Appended(rd.entries))
         if rd.committed:
-            with self._fut_lock:
-                futures = self._futures
-                done = tuple(
-                    (e, fut) for e in rd.committed
-                    if e.client == self.session and (fut := futures.pop(e.seq, None))
-                )
+            futures, session = self._futures, self.session
+            done = tuple((e, fut) for e in rd.committed
+                         if e.client == session and (fut := futures.pop(e.seq, None)))
             self.applier.put(Committed(rd.committed, done))
+        if rd.messages:
+            self.transport.send(encode_all(rd.messages, self.options.secret))
         core.advance(rd)
 
     def _after_ready(self, core: RaftCore) -> None:
@@ -276,9 +288,8 @@ class Loop:
         while self._deadlines and self._deadlines[0][0] <= now:
             _, _, fut, why, key = heapq.heappop(self._deadlines)
             if isinstance(key, int):
-                with self._fut_lock:
-                    if self._futures.get(key) is fut:
-                        del self._futures[key]
+                if self._futures.get(key) is fut:
+                    del self._futures[key]
             elif key in self._rpc_out and self._rpc_out[key].future is fut:
                 del self._rpc_out[key]
             settle(fut, exc=ProposalTimeout(why))

@@ -1,7 +1,7 @@
 """Moving messages between nodes: the codec, the in-process hub, Redis Streams, and
 discovery of the voters (see ARCHITECTURE.md)."""
 
-from ._codec import VERSION, decode, encode
+from ._codec import VERSION, decode, encode, encode_all
 from ._discovery import MemoryDiscovery, RedisDiscovery, members_key
 from ._memory import MemoryHub, MemoryTransport
 from ._protocol import Discovery, Transport
@@ -18,6 +18,7 @@ __all__ = [
     "Transport",
     "decode",
     "encode",
+    "encode_all",
     "inbox_key",
     "members_key",
 ]

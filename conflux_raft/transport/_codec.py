@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -26,6 +27,36 @@ _KINDS = {int(k): k for k in EntryKind}
 
 def encode(msg: Message, secret: bytes | None = None) -> bytes:
     """Encode `msg`; sign it when a secret is given."""
+    return _encode(msg, secret, _entries(msg.entries))
+
+
+def encode_all(msgs: Sequence[Message], secret: bytes | None = None) -> list[tuple[str, bytes]]:
+    """(destination, encoding) of each message. The entries that several appends carry
+    (the same entries from the log to each follower) are encoded once."""
+    shared: dict[tuple[int, int, int], tuple[tuple[Entry, ...], orjson.Fragment]] = {}
+    out = []
+    for m in msgs:
+        ents = m.entries
+        if m.type is MsgType.APPEND and ents:
+            key = (ents[0].index, ents[-1].index, len(ents))
+            seen = shared.get(key)
+            if seen is not None and seen[0] == ents:  # the same objects: compared by identity
+                fragment = seen[1]
+            else:
+                fragment = _entries(ents)
+                shared[key] = (ents, fragment)
+        else:
+            fragment = _entries(ents)
+        out.append((m.dst, _encode(m, secret, fragment)))
+    return out
+
+
+def _entries(entries: Sequence[Entry]) -> orjson.Fragment:
+    return orjson.Fragment(orjson.dumps(
+        [[e.term, e.index, int(e.kind), e.data.decode(), e.client, e.seq] for e in entries]))
+
+
+def _encode(msg: Message, secret: bytes | None, entries: orjson.Fragment) -> bytes:
     body = orjson.dumps(
         [
             VERSION,
@@ -36,10 +67,7 @@ def encode(msg: Message, secret: bytes | None = None) -> bytes:
             msg.log_term,
             msg.index,
             msg.commit,
-            [
-                [e.term, e.index, int(e.kind), e.data.decode(), e.client, e.seq]
-                for e in msg.entries
-            ],
+            entries,
             msg.reject,
             msg.hint,
             msg.hint_term,

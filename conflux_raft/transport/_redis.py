@@ -338,7 +338,15 @@ class RedisTransport:
         retrying = self._retrying(before_sleep=self._read_failed)
         try:
             while True:
-                self._hand_over(retrying(self._read_once))
+                try:
+                    reply = self._read_once()  # the usual case, without retry machinery
+                except _Stopped:
+                    raise
+                except Exception as exc:  # an outage: back off until Redis answers
+                    self._mark_down(exc)
+                    self._resync = True
+                    reply = retrying(self._read_once)
+                self._hand_over(reply)
         except (_Stopped, RetryError):
             pass
         except Exception:  # a bug, not an outage: say so rather than die silently
