@@ -7,7 +7,15 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from ..core import Entry, Message
+
+
+def encoded(value: Any) -> bytes:
+    """orjson's encoding of `value` (TypeError if it has none), in a bytes object of its
+    own size: the one orjson returns keeps a 4 KiB buffer, and log entries live long."""
+    return memoryview(orjson.dumps(value)).tobytes()
 
 # ---- the loop thread's inbox ------------------------------------------------------------
 

@@ -22,8 +22,6 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import Any
 
-import orjson
-
 from .._errors import ClosedError, MalformedMessage, Overloaded, ProposalTimeout
 from ..core import CoreConfig, Message, MsgType, RaftCore, Ready, Role
 from ..storage import Storage
@@ -37,6 +35,7 @@ from ._commands import (
     LeaderChanged,
     Propose,
     Receive,
+    encoded,
 )
 from ._futures import settle
 from ._options import NodeOptions
@@ -317,7 +316,7 @@ class Loop:
         self.transport.send([(leader, encode(msg, self.options.secret))])
 
     def _append_now(self, core: RaftCore, append: Append) -> tuple[int, int]:
-        entry = core.append_now(orjson.dumps(append.data))
+        entry = core.append_now(encoded(append.data))
         return entry.index, entry.term
 
     def _serve_rpc(self, core: RaftCore, m: Message) -> None:

@@ -27,7 +27,7 @@ from ..transport import (
     Transport,
 )
 from ._apply import LogEntry
-from ._commands import CallRpc, Propose
+from ._commands import CallRpc, Propose, encoded
 from ._loop import Loop
 from ._options import NodeOptions, parse_options
 
@@ -114,7 +114,7 @@ class RaftNode:
         """Propose `data` (any orjson-encodable value). The future resolves with its index
         once it is committed and this node's committed callbacks have run for it."""
         self._check_open()
-        raw = orjson.dumps(data)  # TypeError for what orjson cannot encode
+        raw = encoded(data)  # TypeError for what orjson cannot encode
         fut: Future[int] = Future()
         self._loop.submit(Propose(raw, fut, _deadline(timeout)))
         return fut
