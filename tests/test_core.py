@@ -4,6 +4,7 @@ regression test per core bug that the simulator found."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -257,3 +258,19 @@ def test_nothing_happens_before_the_ticks_until_due_have_passed() -> None:
             assert core.has_ready() or (core.role, core.term) != (role, term)
             c.flush(node)
             c.in_flight.clear()  # what it sent is lost: the next timeout counts again
+
+
+def test_an_ack_from_an_older_term_is_not_trusted() -> None:
+    # Seed 8245: n4 acked seqs up to 7 in term 14, lost them, led again in term 18; its
+    # delayed term-14 ack then made the proposer skip seqs the leader never held.
+    c = Cluster(3)
+    c.elect("n1")
+    c["n2"].propose(b"1")
+    c.flush("n2")
+    q = c["n2"].proposals
+    term = c["n2"].term
+    stale = Message(PR, "n1", "n2", term=term - 1, context=q.session, hint=5)
+    c.step(stale)
+    assert q.acked == 0
+    c.step(replace(stale, term=term, hint=1))
+    assert q.acked == 1

@@ -492,18 +492,21 @@ class RaftCore:
         if not client or any(e.client != client for e in m.entries):
             return
         top, gap = self._accept(client, m.entries)
-        self._msgs.append(Message(MsgType.PROPOSE_RESP, self.id, m.src, context=client,
-                                  hint=top, index=gap))
+        self._msgs.append(Message(MsgType.PROPOSE_RESP, self.id, m.src, term=self.term,
+                                  context=client, hint=top, index=gap))
 
     def _redirect_proposals(self, m: Message) -> None:
         """Not the leader: say so, naming the leader this node knows (if any)."""
         client = m.entries[0].client if m.entries else ""
-        self._msgs.append(Message(MsgType.PROPOSE_RESP, self.id, m.src, reject=True,
-                                  context=client, payload=self.leader))
+        self._msgs.append(Message(MsgType.PROPOSE_RESP, self.id, m.src, term=self.term,
+                                  reject=True, context=client, payload=self.leader))
 
     def _handle_propose_resp(self, m: Message) -> None:
         q = self.proposals
         if m.context != q.session or m.src != q.target:
+            return
+        if m.term < self.term:
+            # From an older term: what that leader held may since have been lost.
             return
         if m.reject:
             redirect = m.payload

@@ -63,8 +63,8 @@ class Message:
     APPEND: index/log_term are prevLogIndex/prevLogTerm. APPEND_RESP: index is the
     match index, or the rejected prevLogIndex with hint/hint_term the conflict hint.
     (PRE_)VOTE: index/log_term describe the candidate's last entry. PROPOSE_RESP:
-    hint is the highest seq the leader holds for `context` (the client session);
-    reject means "not the leader", with the leader it knows in `payload`.
+    hint is the highest seq the leader holds for `context` (the client session), as of
+    `term`; reject means "not the leader", with the leader it knows in `payload`.
     """
 
     type: MsgType
