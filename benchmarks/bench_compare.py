@@ -210,7 +210,7 @@ def run_system(system: str, a: argparse.Namespace, redis: RedisServer) -> dict[s
     throughput (it batches, sending every appendEntriesPeriod)."""
     m: dict[str, float] = {}
     if system == "conflux":
-        with closing(Cluster(system, 3, redis.url)) as c:
+        with closing(Cluster(system, 3, redis.url, profile=a.profile)) as c:
             time.sleep(1.0)  # settle after the election
             m.update(idle(c, a, redis))
             m.update(latency(c, a))
@@ -256,6 +256,8 @@ def main() -> None:
     ap.add_argument("--idle", type=float, default=5.0, help="seconds of idle CPU measured")
     ap.add_argument("--five", action="store_true", help="also run 5-node clusters")
     ap.add_argument("--json", help="also write the per-round figures to this file")
+    ap.add_argument("--profile", default="", help="profile the 3 Conflux nodes (yappi, every "
+                    "thread, CPU time): PREFIX.<node>.pstats, overwritten each round")
     a = ap.parse_args()
     rounds: list[dict[str, dict[str, float]]] = []
     with tempfile.TemporaryDirectory() as workdir:
