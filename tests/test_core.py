@@ -171,10 +171,10 @@ def test_proposals_go_one_batch_per_round_trip() -> None:
         core.propose(b"%d" % i)
     [batch] = sent(core)
     assert (batch.type, [e.seq for e in batch.entries]) == (P, [1, 2, 3])
-    core.step(Message(PR, "n1", "n2", context="n2.1", hint=3))
+    core.step(Message(PR, "n1", "n2", term=1, context="n2.1", hint=3))
     [batch] = sent(core)
     assert [e.seq for e in batch.entries] == [4, 5, 6]
-    core.step(Message(PR, "n1", "n2", context="n2.1", hint=3, index=4))  # a gap at 4
+    core.step(Message(PR, "n1", "n2", term=1, context="n2.1", hint=3, index=4))  # a gap at 4
     assert [[e.seq for e in m.entries] for m in sent(core)] == [[4, 5, 6]]
 
 
@@ -184,7 +184,7 @@ def test_a_refusal_without_a_redirect_waits_for_the_resend_timer() -> None:
         core.propose(b"%d" % i)
     assert len(sent(core)) == 1
     for _ in range(3):  # one refusal per batch sent; none may resend everything
-        core.step(Message(PR, "n1", "n2", reject=True, context="n2.1", payload=None))
+        core.step(Message(PR, "n1", "n2", term=1, reject=True, context="n2.1", payload=None))
         assert sent(core) == []
     def beat() -> list[list[int]]:
         core.step(Message(A, "n1", "n2", term=1))
@@ -201,7 +201,7 @@ def test_what_a_leader_acked_is_resent_when_the_term_changes() -> None:
     core = follower_of_n1()
     core.propose(b'"x"')
     assert len(sent(core)) == 1
-    core.step(Message(PR, "n1", "n2", context="n2.1", hint=1))
+    core.step(Message(PR, "n1", "n2", term=1, context="n2.1", hint=1))
     for _ in range(30):
         core.step(Message(A, "n1", "n2", term=1))
         core.tick()
