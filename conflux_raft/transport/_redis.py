@@ -80,9 +80,11 @@ def _check_positive(name: str, value: object, *, integer: bool = False) -> None:
 class RedisTransport:
     """A node's endpoint on Redis Streams.
 
-    `send` only queues (bounded: beyond `queue_size` messages it drops and counts); a
-    sender thread writes everything queued in one non-transactional pipeline of
-    `XADD <inbox> MAXLEN ~ maxlen * m <payload>`. A reader thread runs blocking `XREAD` on
+    `send` writes a batch as one non-transactional pipeline of
+    `XADD <inbox> MAXLEN ~ maxlen * m <payload>`: at once, in the caller's thread, when
+    the connection is idle and healthy; else it queues the batch (bounded: beyond
+    `queue_size` messages it drops and counts) for a sender thread that writes everything
+    queued in one pipeline. Order is kept. A reader thread runs blocking `XREAD` on
     this node's inbox, from the entries that arrive after `start`. Both threads survive
     connection loss: they retry with exponential backoff and full jitter, capped at
     `backoff_max` seconds, until `close`, warning once per outage.
