@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from _wait import wait_for
 
-from conflux_raft import ClusterFull, Message, MsgType, Overloaded, RaftNode, encode
+from conflux_raft import ClusterFull, Entry, Message, MsgType, Overloaded, RaftNode, encode
 
 FAST = {"election_timeout": (0.2, 0.4), "heartbeat_interval": 0.04}
 
@@ -115,6 +115,43 @@ def test_forged_and_unsigned_messages_are_rejected(redis_url: str, namespace: st
         assert victim.term < term + 50
         assert victim.append("still fine").result(10) > 0
         assert leader.is_leader() or one_leader(nodes)
+    finally:
+        for n in nodes:
+            n.close()
+
+
+def test_appends_that_break_raft_are_dropped_and_counted(redis_url: str, namespace: str,
+                                                         redis_server: Any) -> None:
+    # Indexes 7 then 3 used to leave a log labelled 7, 3 and acknowledge index 2; an
+    # index below the commit index raised AssertionError in the log and closed the node.
+    chan = {"name": "redis", "url": redis_url, "namespace": namespace}
+    ids = ["g0", "g1", "g2"]
+    nodes = [RaftNode(id=i, members=ids, channel=chan, **FAST) for i in ids]
+    try:
+        leader = one_leader(nodes)
+        for i in range(3):
+            leader.append(i).result(10)
+        victim = next(n for n in nodes if n is not leader)
+        wait_for(lambda: victim.commit_index == leader.commit_index, what="the victim's commit")
+        term, commit = victim.term, victim.commit_index
+        before = victim.status()["malformed"]
+        shuffled = Message(MsgType.APPEND, src=leader.id, dst=victim.id, term=term,
+                           index=commit, log_term=term, commit=commit,
+                           entries=(Entry(term, 7, b"7"), Entry(term, 3, b"3")))
+        rewind = Message(MsgType.APPEND, src=leader.id, dst=victim.id, term=term,
+                         index=commit, log_term=term, commit=commit,
+                         entries=(Entry(term, 1, b"1"),))
+        r = redis_server.client()
+        try:
+            for m in (shuffled, rewind):
+                r.xadd(f"conflux:{{{namespace}}}:inbox:{victim.id}", {"m": encode(m)})
+        finally:
+            r.close()
+        wait_for(lambda: victim.status()["malformed"] >= before + 2, what="both counted")
+        log = [(e.index, e.term) for e in victim.get_log()]
+        assert [i for i, _ in log] == list(range(1, len(log) + 1))
+        assert not victim.closed
+        assert victim.append("still fine").result(10) > commit
     finally:
         for n in nodes:
             n.close()

@@ -210,7 +210,7 @@ def test_5_3_an_entry_commits_once_a_majority_holds_it_and_every_node_applies_it
 def test_5_3_the_consistency_check_refuses_a_missing_or_different_previous_entry() -> None:
     core = make(term=2, terms=(1, 1, 2))
     new = (Entry(2, 4, b"1"),)
-    core.step(Message(A, "n2", "n1", term=2, index=4, log_term=2, entries=new))
+    core.step(Message(A, "n2", "n1", term=2, index=4, log_term=2, entries=(Entry(2, 5, b"1"),)))
     core.step(Message(A, "n2", "n1", term=2, index=3, log_term=1, entries=new))
     assert terms(core) == [1, 1, 2]
     assert [(m.reject, m.index, m.hint, m.hint_term) for m in sent(core)] == [
@@ -473,11 +473,11 @@ def test_6_2_without_check_quorum_an_isolated_leader_stays() -> None:
 def test_4_2_3_a_follower_that_hears_a_leader_ignores_vote_requests() -> None:
     c = Cluster(3, pre_vote=False, election_ticks=(10, 10))
     c.elect("n1")
-    c.step(Message(V, "n3", "n2", term=5, index=9, log_term=9))
+    c.step(Message(V, "n3", "n2", term=5, index=9, log_term=4))
     assert (c["n2"].term, c["n2"].vote, c.take(VR)) == (1, "n1", [])
     c.tick("n2", times=10)  # no word from the leader for an election timeout
     c.take()
-    c.step(Message(V, "n3", "n2", term=5, index=9, log_term=9))
+    c.step(Message(V, "n3", "n2", term=5, index=9, log_term=4))
     assert (c["n2"].term, c["n2"].vote) == (5, "n3")
 
 

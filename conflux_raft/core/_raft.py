@@ -72,6 +72,7 @@ class RaftCore:
         self._reset_timeout()
         self._votes: dict[str, bool] = {}
         self._progress: dict[str, Progress] = {}
+        self.malformed = 0  # messages dropped by step() for what no correct peer sends
 
     # ---- inputs -------------------------------------------------------------------
 
@@ -122,7 +123,12 @@ class RaftCore:
         return len(self.proposals)
 
     def step(self, m: Message) -> None:
-        """Handle one message addressed to this node."""
+        """Handle one message addressed to this node. A message that breaks what Raft
+        guarantees of a sender (indexes out of order, terms from the future) is dropped
+        and counted in `malformed`: a forged or corrupted peer never raises here."""
+        if not _well_formed(m):
+            self.malformed += 1
+            return
         if m.type in _RAFT_TYPES:
             if not self._check_term(m):
                 return
@@ -448,6 +454,9 @@ class RaftCore:
         pr = self._progress.get(m.src)
         if pr is None:
             return
+        if m.index > self.log.last_index:  # it cannot hold what this leader never sent
+            self.malformed += 1
+            return
         pr.recent_active = True
         if m.reject:
             hint_next = self.log.conflict_hint(m.hint, m.hint_term) + 1
@@ -508,6 +517,9 @@ class RaftCore:
         if m.term < self.term:
             # From an older term: what that leader held may since have been lost.
             return
+        if m.hint >= q.next_seq:  # it cannot hold what this node never proposed
+            self.malformed += 1
+            return
         if m.reject:
             redirect = m.payload
             if redirect in self.voters and redirect not in (m.src, self.id):
@@ -524,3 +536,24 @@ class RaftCore:
               hint: int = 0, hint_term: int = 0) -> None:
         self._msgs.append(Message(kind, self.id, to, term=self.term, index=index,
                                   reject=reject, hint=hint, hint_term=hint_term))
+
+
+def _well_formed(m: Message) -> bool:
+    """What every correct sender's message satisfies, checked before anything else."""
+    if m.type is MsgType.APPEND:
+        if m.log_term > m.term:
+            return False
+        index, term = m.index, m.log_term
+        for e in m.entries:  # contiguous, after prevLogIndex, terms in order, none ahead
+            index += 1
+            if e.index != index or not term <= e.term <= m.term:
+                return False
+            term = e.term
+        return True
+    if m.type is MsgType.APPEND_RESP:
+        return not m.reject or (m.hint <= m.index and m.hint_term <= m.term)
+    if m.type in _VOTE_REQUESTS:
+        return m.log_term <= m.term
+    if m.type is MsgType.PROPOSE_RESP:
+        return m.index <= m.hint + 1  # the seq wanted next follows what is held
+    return True

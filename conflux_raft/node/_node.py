@@ -195,6 +195,8 @@ class RaftNode:
                 "pending": loop.pending(),
                 "voters": list(loop.voters or ()),
                 **loop.counters,
+                # undecodable, and decoded but breaking what a correct peer guarantees
+                "malformed": loop.counters["malformed"] + (core.malformed if core else 0),
                 **{f"transport_{k}": v for k, v in loop.transport.stats().items()},
             }
 
