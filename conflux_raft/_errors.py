@@ -31,6 +31,11 @@ class ClusterFull(ConfluxRaftError, RuntimeError):
     """This node's id would make the cluster larger than its configured size."""
 
 
+class CorruptStorage(ConfluxRaftError, ValueError):
+    """A durable store holds a damaged record that is not a torn tail: it refuses to start
+    rather than drop what may be committed. The message names the file and offset."""
+
+
 class EntryUnavailable(ConfluxRaftError, LookupError):
     """A storage was asked for an index it does not hold (compacted, or never written)."""
 

@@ -357,3 +357,19 @@ def test_entries_held_in_the_log_cost_their_size_not_a_buffer_each() -> None:
         assert grown < 2000 * 1024, f"{grown / 2000:.0f} bytes per entry"
     finally:
         c.close()
+
+
+def test_a_second_node_on_a_storage_directory_fails_at_once(tmp_path: Any) -> None:
+    # Both used to run: one died on FileNotFoundError (hardstate.tmp), and after a
+    # restart the replicas disagreed.
+    storage = {"name": "file", "path": str(tmp_path / "n0")}
+    c = Cluster(1, storage=storage)
+    try:
+        leader_of(c.nodes)
+        with pytest.raises(ConfigError, match="in use by another node"):
+            RaftNode(id="n0", members=["n0"], storage=storage,
+                     channel={"name": "memory", "namespace": c.namespace + "-other"})
+        assert c.nodes[0].append("still mine").result(5) > 0
+        assert not c.nodes[0].closed
+    finally:
+        c.close()

@@ -9,7 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conflux_raft import Entry, EntryUnavailable, FileStorage, HardState, MemoryStorage, Storage
+from conflux_raft import (
+    ConfigError,
+    CorruptStorage,
+    Entry,
+    EntryUnavailable,
+    FileStorage,
+    HardState,
+    MemoryStorage,
+    Storage,
+)
 
 
 def saves() -> st.SearchStrategy[list[tuple[int, list[int]]]]:
@@ -79,3 +88,52 @@ def test_file_storage_reads_back_what_was_saved_before_and_after_a_restart(
     assert (entries, hard_state) == (model, last_hard_state(batches))
     check(again, model)
     again.close()
+
+
+def filled(path: Path, n: int = 5) -> list[Entry]:
+    storage = FileStorage(path)
+    storage.load()
+    entries = [Entry(1, i, b'"%d"' % i) for i in range(1, n + 1)]
+    storage.save(HardState(1, "a", 0), entries)
+    storage.close()
+    return entries
+
+
+def test_a_second_store_on_a_directory_is_refused_and_the_first_goes_on(tmp_path: Path) -> None:
+    first = FileStorage(tmp_path)
+    first.load()
+    with pytest.raises(ConfigError, match="in use by another node"):
+        FileStorage(tmp_path)
+    first.save(None, [Entry(1, 1, b"1")])
+    assert first.entries(1, 2) == [Entry(1, 1, b"1")]
+    first.close()
+    again = FileStorage(tmp_path)  # the lock goes with close
+    assert again.load()[1] == [Entry(1, 1, b"1")]
+    again.close()
+
+
+def test_a_torn_tail_is_cut(tmp_path: Path) -> None:
+    entries = filled(tmp_path / "a")
+    four = (tmp_path / "b" / "log.bin")
+    filled(tmp_path / "b", 4)
+    log = tmp_path / "a" / "log.bin"
+    for tail in (log.read_bytes()[:-3], four.read_bytes() + bytes(100)):
+        log.write_bytes(tail)  # the last record half written; a zero-filled tail
+        storage = FileStorage(tmp_path / "a")
+        assert storage.load()[1] == entries[:4]
+        storage.close()
+        assert log.read_bytes() == four.read_bytes()  # cut at the last good record
+
+
+def test_a_bad_record_in_the_middle_refuses_to_start(tmp_path: Path) -> None:
+    # It used to cut the log there, dropping entries that may have been committed.
+    filled(tmp_path)
+    log = tmp_path / "log.bin"
+    data = bytearray(log.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    log.write_bytes(bytes(data))
+    storage = FileStorage(tmp_path)
+    with pytest.raises(CorruptStorage, match=r"log\.bin: bad record at offset \d+ \(entry \d\)"):
+        storage.load()
+    storage.close()
+    assert log.read_bytes() == bytes(data)  # nothing was cut

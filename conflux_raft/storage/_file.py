@@ -1,8 +1,10 @@
 """Durable storage on local disk: an append-only log file and an atomically replaced
-hard-state file, both fsynced before `save` returns, so a node survives `kill -9`."""
+hard-state file, both fsynced before `save` returns, so a node survives `kill -9`; a
+lock file keeps a second node out of the same directory."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import struct
 import zlib
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import orjson
 
-from .._errors import ConfigError
+from .._errors import ConfigError, CorruptStorage
 from ..core import Entry, EntryKind, HardState
 from ._protocol import check_range
 
@@ -21,17 +23,27 @@ _HEADER = struct.Struct(">II")  # payload length, crc32 of payload
 class FileStorage:
     """Keeps term, vote, commit and log under `path` (a directory, created if missing).
 
-    Each log record is a length, a CRC and an orjson array; a torn record at the tail
-    (a crash in the middle of a write) is cut off on load. Overwriting entries truncates
-    the file at the first replaced record.
+    Each log record is a length, a CRC and an orjson array. On load, a torn tail (a crash
+    in the middle of a write: a bad record with no good one after it) is cut off; a bad
+    record anywhere else raises CorruptStorage. Overwriting entries truncates the file at
+    the first replaced record. The directory is locked (flock on `lock`) until `close`:
+    a second store on it raises ConfigError at once, and the first goes on.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
+            self._lock = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise ConfigError(f"storage path {str(self.path)!r}: {exc}") from None
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._lock)
+            raise ConfigError(f"storage path {str(self.path)!r} is in use by another node "
+                              f"(it holds {str(self.path / 'lock')!r}); give each node a "
+                              "directory of its own") from None
         self._hs_path = self.path / "hardstate.json"
         self._offsets: list[int] = []  # file offset of entry i+1
         self._terms: list[int] = []  # term of entry i+1
@@ -42,7 +54,10 @@ class FileStorage:
     def load(self) -> tuple[HardState, list[Entry]]:
         hs = HardState()
         if self._hs_path.exists():
-            term, vote, commit = orjson.loads(self._hs_path.read_bytes())
+            try:
+                term, vote, commit = orjson.loads(self._hs_path.read_bytes())
+            except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
+                raise CorruptStorage(f"{self._hs_path}: not a hard state ({exc})") from None
             hs = HardState(term, vote, commit)
             self._term_vote = (term, vote)
         self._log.seek(0)
@@ -50,17 +65,18 @@ class FileStorage:
         entries: list[Entry] = []
         self._offsets = []
         pos = 0
-        while pos + _HEADER.size <= len(raw):
-            size, crc = _HEADER.unpack_from(raw, pos)
-            body = raw[pos + _HEADER.size : pos + _HEADER.size + size]
-            if len(body) != size or zlib.crc32(body) != crc:
-                break
-            entry = _decode(body)
-            if entry.index != len(entries) + 1:
-                break
+        while pos < len(raw):
+            entry = _record(raw, pos)
+            if entry is None or entry.index != len(entries) + 1:
+                if entry is not None or _good_record_after(raw, pos):
+                    raise CorruptStorage(
+                        f"{self.path / 'log.bin'}: bad record at offset {pos} (entry "
+                        f"{len(entries) + 1}) with good records after it: refusing to "
+                        "start rather than drop entries that may be committed")
+                break  # a torn tail
             entries.append(entry)
             self._offsets.append(pos)
-            pos += _HEADER.size + size
+            pos += _HEADER.size + _HEADER.unpack_from(raw, pos)[0]
         self._terms = [e.term for e in entries]
         self._end = pos
         if pos != len(raw):
@@ -134,10 +150,33 @@ class FileStorage:
 
     def close(self) -> None:
         self._log.close()
+        os.close(self._lock)  # and the lock with it
 
     @staticmethod
     def _sync(fd: int) -> None:
         os.fsync(fd)
+
+
+def _record(raw: bytes, pos: int) -> Entry | None:
+    """The entry whose record starts at `pos`, or None if none does."""
+    if pos + _HEADER.size > len(raw):
+        return None
+    size, crc = _HEADER.unpack_from(raw, pos)
+    start = pos + _HEADER.size
+    if start + size > len(raw):
+        return None
+    body = raw[start : start + size]
+    if zlib.crc32(body) != crc:
+        return None
+    try:
+        return _decode(body)
+    except (ValueError, TypeError, AttributeError):  # a CRC that matches by chance
+        return None
+
+
+def _good_record_after(raw: bytes, pos: int) -> bool:
+    """Whether a valid record starts anywhere after `pos` (only on the error path)."""
+    return any(_record(raw, p) is not None for p in range(pos + 1, len(raw) - _HEADER.size))
 
 
 def _decode(body: bytes) -> Entry:
