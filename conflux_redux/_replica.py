@@ -154,7 +154,7 @@ class Replica:
         if timeout is not None:
             self._worker.at(time.monotonic() + timeout, lambda: settle(result, exc=(
                 ProposalTimeout(f"perform({name!r}) was not done in {timeout}s; its action "
-                                "may still commit later"))))
+                                "may still commit later"))), result)
         try:
             rpc = self.node.dispatch_on_leader(RPC_NAME, [name, arg_list], timeout)
         except ClosedError as exc:

@@ -10,10 +10,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
 
 __all__ = ["Worker"]
 
 log = logging.getLogger("conflux_redux")
+
+_MIN_TIMERS = 1024  # timers kept before the settled ones are swept out
 
 
 class Worker:
@@ -24,7 +28,8 @@ class Worker:
         self._name = name
         self._cv = threading.Condition()
         self._tasks: deque[Callable[[], object]] = deque()
-        self._timers: list[tuple[float, int, Callable[[], object]]] = []
+        self._timers: list[tuple[float, int, Callable[[], object], Future[Any]]] = []
+        self._limit = _MIN_TIMERS
         self._ids = itertools.count()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -37,11 +42,17 @@ class Worker:
             self._ensure_thread()
             self._cv.notify()
 
-    def at(self, deadline: float, fn: Callable[[], object]) -> None:
+    def at(self, deadline: float, fn: Callable[[], object], future: Future[Any]) -> None:
+        """Call `fn` at `deadline`, unless `future` is done by then (the timer is then
+        forgotten: settled timers are swept out, so the table stays small)."""
         with self._cv:
             if self._closed:
                 return
-            heapq.heappush(self._timers, (deadline, next(self._ids), fn))
+            heapq.heappush(self._timers, (deadline, next(self._ids), fn, future))
+            if len(self._timers) > self._limit:
+                self._timers = [t for t in self._timers if not t[3].done()]
+                heapq.heapify(self._timers)
+                self._limit = max(_MIN_TIMERS, 2 * len(self._timers))
             self._ensure_thread()
             self._cv.notify()
 
@@ -72,7 +83,9 @@ class Worker:
                 batch = list(self._tasks)
                 self._tasks.clear()
                 while self._timers and self._timers[0][0] <= now:
-                    batch.append(heapq.heappop(self._timers)[2])
+                    _, _, fn, future = heapq.heappop(self._timers)
+                    if not future.done():
+                        batch.append(fn)
             for fn in batch:
                 try:
                     fn()

@@ -274,3 +274,16 @@ def test_an_ack_from_an_older_term_is_not_trusted() -> None:
     assert q.acked == 0
     c.step(replace(stale, term=term, hint=1))
     assert q.acked == 1
+
+
+def test_a_leader_heard_again_in_a_new_term_takes_the_proposals_back() -> None:
+    # A redirect moved n2's proposals to n3; n2 then learnt n1 again, in a new term,
+    # from an append (the vote was lost). The proposals stayed with n3, which had crashed.
+    core = follower_of_n1()
+    core.propose(b"1")
+    sent(core)
+    core.step(Message(PR, "n1", "n2", term=1, reject=True, context="n2.1", payload="n3"))
+    assert core.proposals.target == "n3"
+    core.step(Message(A, "n1", "n2", term=2))
+    assert core.proposals.target == "n1"
+    assert [m.dst for m in sent(core) if m.type is P] == ["n1"]

@@ -373,3 +373,49 @@ def test_a_second_node_on_a_storage_directory_fails_at_once(tmp_path: Any) -> No
         assert not c.nodes[0].closed
     finally:
         c.close()
+
+
+def test_timed_out_proposals_still_count_toward_max_pending() -> None:
+    # A timed-out proposal stays queued (it may still commit); it used to stop counting,
+    # and with no quorum 200 timed-out appends were all held with max_pending=10.
+    alone = RaftNode(id="a", members=["a", "b", "c"], max_pending=10,
+                     channel={"name": "memory", "namespace": f"t-{uuid.uuid4().hex[:8]}"})
+    try:
+        timed_out = [alone.append(i, timeout=0.05) for i in range(10)]
+        for f in timed_out:
+            with pytest.raises(ProposalTimeout):
+                f.result(5)
+        with pytest.raises(Overloaded):
+            alone.append("one more").result(0)
+    finally:
+        alone.close()
+
+
+def test_settled_deadlines_are_not_kept_until_they_expire() -> None:
+    # Every deadline stayed in the table, with its future, until it expired.
+    import gc
+    import tracemalloc
+
+    c = Cluster(1)
+    try:
+        node = c.nodes[0]
+        leader_of(c.nodes)
+
+        def grown(n: int, timeout: float | None) -> int:
+            tracemalloc.start()
+            try:
+                before = tracemalloc.get_traced_memory()[0]
+                futures = [node.append({"v": i}, timeout=timeout) for i in range(n)]
+                for f in futures:
+                    f.result(10)
+                del futures, f
+                gc.collect()
+                return int(tracemalloc.get_traced_memory()[0] - before)
+            finally:
+                tracemalloc.stop()
+
+        n = 10_000
+        extra = grown(n, 3600) - grown(n, None)
+        assert extra < n * 600, f"{extra / n:.0f} bytes kept per settled deadline"
+    finally:
+        c.close()

@@ -271,7 +271,9 @@ class RaftCore:
             self._become_leader()
 
     def _set_leader(self, leader: str | None) -> None:
-        if leader != self.leader:
+        # Every contact of a leader resets where proposals go: a redirect sent them to
+        # another node, and this leader may have been learnt again in a new term.
+        if leader != self.leader or (leader is not None and self.proposals.target != leader):
             self.leader = leader
             self.proposals.retarget(leader)
 

@@ -45,6 +45,7 @@ log = logging.getLogger("conflux_raft")
 
 TICKS_PER_HEARTBEAT = 2
 _MAX_TAKE = 4096  # inbox items handled per turn
+_MIN_DEADLINES = 1024  # deadlines kept before the settled ones are swept out
 
 
 class Loop:
@@ -77,6 +78,7 @@ class Loop:
         # (deadline, tie-breaker, future, why, proposal seq or rpc id to forget)
         self._deadlines: list[tuple[float, int, Future[Any], str, int | str]] = []
         self._deadline_ids = itertools.count()
+        self._deadline_limit = _MIN_DEADLINES
         self._rpc_ids = itertools.count(1)
         self._rpc_out: dict[str, OutCall] = {}
         self._warned: set[str] = set()
@@ -88,7 +90,11 @@ class Loop:
         """Queue a command for the loop thread."""
         if isinstance(command, Propose):
             with self._admit_lock:
-                held = len(self._futures) + self._admitted - self._taken
+                # What the core still holds: a proposal that timed out stays queued (it may
+                # still commit), so it counts until it does.
+                core = self.core
+                queued = len(core.proposals) if core is not None else 0
+                held = queued + self._admitted - self._taken
                 if held >= self.options.max_pending:
                     settle(command.future, exc=Overloaded(
                         f"{self.options.max_pending} proposals of this node are in flight "
@@ -279,9 +285,13 @@ class Loop:
                     self._send_rpc(core, rid)
 
     def _at(self, deadline: float | None, fut: Future[Any], key: int | str, why: str) -> None:
-        if deadline is not None:
-            heapq.heappush(self._deadlines,
-                           (deadline, next(self._deadline_ids), fut, why, key))
+        if deadline is None:
+            return
+        heapq.heappush(self._deadlines, (deadline, next(self._deadline_ids), fut, why, key))
+        if len(self._deadlines) > self._deadline_limit:  # forget the settled, amortized
+            self._deadlines = [d for d in self._deadlines if not d[2].done()]
+            heapq.heapify(self._deadlines)
+            self._deadline_limit = max(_MIN_DEADLINES, 2 * len(self._deadlines))
 
     def _expire(self, now: float) -> None:
         while self._deadlines and self._deadlines[0][0] <= now:
