@@ -15,7 +15,7 @@ from ._errors import (
     RemoteError,
 )
 from .core import CoreConfig, Entry, EntryKind, HardState, Message, MsgType, RaftCore, Ready, Role
-from .node import Append, LogEntry, NodeOptions, RaftNode, parse_options, settle
+from .node import Append, LogEntry, NodeOptions, RaftNode, parse_options, settle, to_json
 from .storage import FileStorage, MemoryStorage, Storage
 from .transport import (
     Discovery,
@@ -67,4 +67,5 @@ __all__ = [
     "encode",
     "parse_options",
     "settle",
+    "to_json",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
+from conflux_raft import to_json
 
 PERFORM = "conflux/perform"
 """The `type` of an action that `dispatch` turns into `perform(name, args, timeout)`:
@@ -16,7 +16,7 @@ def check_action(action: Any) -> None:
     orjson can encode."""
     check_shape(action)
     try:
-        orjson.dumps(action)
+        to_json(action)
     except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
         raise unencodable(exc) from exc
 

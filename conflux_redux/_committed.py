@@ -20,6 +20,23 @@ MAX_KEPT_ERRORS = 10_000  # reducer errors remembered for the futures that wait 
 
 Listener = Callable[[], Any]
 
+_reducing = threading.local()  # set while this thread runs the reducer
+
+
+def reducing() -> bool:
+    """Whether this thread is inside a Conflux store's reducer."""
+    return getattr(_reducing, "active", False)
+
+
+def reduce_with(reduce: Callable[[Any], Any], arg: Any) -> Any:
+    """`reduce(arg)`, marked as reducing on this thread."""
+    outer = reducing()
+    _reducing.active = True
+    try:
+        return reduce(arg)
+    finally:
+        _reducing.active = outer
+
 
 class CommittedState:
     """The inner store, the index applied to it, reducer errors and listeners."""
@@ -47,7 +64,7 @@ class CommittedState:
         """The node's `committed` callback, on its apply thread."""
         with self._lock:
             try:
-                self._dispatch(data)
+                reduce_with(self._dispatch, data)
                 failed: Exception | None = None
             except Exception as exc:
                 failed = exc

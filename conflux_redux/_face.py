@@ -17,8 +17,12 @@ Listener = Callable[[], Any]
 class ConfluxStore(StoreDict):  # type: ignore[misc]
     """pydux's StoreDict with Conflux's keys: every key is also a method."""
 
-    def dispatch(self, action: Any) -> Any:
-        return self["dispatch"](action)
+    def dispatch(self, action: Any, timeout: float | None = None) -> Any:
+        """`timeout` fails the future with a TimeoutError after that many seconds (the
+        action may still commit). Middleware that does not pass it on never sees it."""
+        if timeout is None:
+            return self["dispatch"](action)
+        return self["dispatch"](action, timeout)
 
     def get_state(self) -> Any:
         return self["get_state"]()

@@ -11,7 +11,7 @@ import orjson
 
 from conflux_raft import EntryKind, RaftNode
 
-from ._committed import CommittedState
+from ._committed import CommittedState, reduce_with
 
 Reducer = Callable[[Any, Any], Any]
 
@@ -51,6 +51,6 @@ class ProvisionalView:
             action = orjson.loads(raw)
             if not isinstance(action, dict) or action.get("type") is None:
                 return state  # the inner store refuses it too: the state stays
-            return self._reducer(state, action)
+            return reduce_with(lambda a: self._reducer(state, a), action)
         except Exception:
             return state  # as when it commits: a reducer error leaves the state unchanged

@@ -25,7 +25,7 @@ from conflux_raft import (
 )
 
 from ._actions import PERFORM, check_shape, unencodable
-from ._committed import CommittedState
+from ._committed import CommittedState, reducing
 from ._config import ConfluxConfig
 from ._face import ConfluxStore
 from ._methods import RPC_NAME, Methods, check_perform_args
@@ -93,6 +93,8 @@ class Replica:
     def _check_open(self) -> None:
         if self._closed.is_set():
             raise self._closed_error()
+        if reducing():  # pydux's rule: every replica's reducer would propose a copy
+            raise ConfluxRaftError("Reducers may not dispatch actions.")
 
     def _new_future(self) -> Future[Any]:
         """A future that close() rejects if it is still pending."""
@@ -110,17 +112,17 @@ class Replica:
 
     # ---- dispatch -------------------------------------------------------------------
 
-    def dispatch(self, action: Any) -> Future[Any]:
+    def dispatch(self, action: Any, timeout: float | None = None) -> Future[Any]:
         if isinstance(action, dict) and action.get("type") == PERFORM:
             args = action.get("args", ())
             if not isinstance(args, (list, tuple)):
                 raise TypeError(f'a {PERFORM} action\'s "args" must be a list')
             name: Any = action.get("name")  # checked by perform
-            return self.perform(name, args, action.get("timeout"))
+            return self.perform(name, args, action.get("timeout", timeout))
         check_shape(action)
         self._check_open()
         try:
-            appended = self.node.append(action)  # encodes it, once
+            appended = self.node.append(action, timeout)  # encodes it, once
         except TypeError as exc:
             raise unencodable(exc) from exc
         # Not tracked for close(): closing the node fails `appended`, and so this one.

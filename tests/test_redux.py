@@ -816,3 +816,51 @@ def test_no_lost_updates_across_a_leader_failover(namespace: str) -> None:
         assert count >= len(done)  # every acknowledged increment is there, none lost
     finally:
         c.close()
+
+
+def test_a_reducer_that_dispatches_raises_and_nothing_multiplies(namespace: str) -> None:
+    # pydux refuses it; a Conflux store did not, so every replica's reducer proposed a
+    # copy and each node applied three.
+    def reducer(state: Any, action: dict[str, Any]) -> Any:
+        state = state if state is not None else []
+        if action["type"] == "echo":
+            for s in c.stores:
+                s.dispatch({"type": "copy"})
+        if action["type"] in ("echo", "copy"):
+            return [*state, action["type"]]
+        return state
+
+    c = Cluster(namespace, reducer=reducer)
+    try:
+        leader = c.leader()
+        with pytest.raises(ConfluxError, match="Reducers may not dispatch actions"):
+            leader.dispatch({"type": "echo"}).result(10)
+        leader.dispatch({"type": "after"}).result(10)
+        assert c.assert_replicas_equal() == []  # the echo failed everywhere; no copies
+    finally:
+        c.close()
+
+
+def test_nan_and_infinities_are_refused_at_dispatch(cluster: Cluster) -> None:
+    # orjson writes them as null: every node reduced null while the future resolved with
+    # nan.
+    store = cluster.leader()
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(ValueError, match="null"):
+            store.dispatch({"type": "append", "item": [1, {"x": bad}]})
+        with pytest.raises(ValueError, match="null"):
+            store.perform("append", [bad])
+    assert store.dispatch({"type": "append", "item": None}).result(10)["item"] is None
+
+
+def test_dispatch_takes_a_timeout(namespace: str) -> None:
+    c = Cluster(namespace)
+    try:
+        store = c.leader()
+        for other in c.stores:
+            if other is not store:
+                other.close()
+        with pytest.raises(TimeoutError):  # no quorum: it cannot commit in time
+            store.dispatch({"type": "append", "item": "late"}, timeout=0.2).result(10)
+    finally:
+        c.close()

@@ -3,6 +3,7 @@ work for the apply thread. Frozen, slotted values, matched by type."""
 
 from __future__ import annotations
 
+import math
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -12,10 +13,26 @@ import orjson
 from ..core import Entry, Message
 
 
-def encoded(value: Any) -> bytes:
-    """orjson's encoding of `value` (TypeError if it has none), in a bytes object of its
-    own size: the one orjson returns keeps a 4 KiB buffer, and log entries live long."""
-    return memoryview(orjson.dumps(value)).tobytes()
+def to_json(value: Any) -> bytes:
+    """orjson's encoding of `value` (TypeError if it has none; ValueError for NaN and
+    infinities, which orjson would write as null), in a bytes object of its own size:
+    the one orjson returns keeps a 4 KiB buffer, and log entries live long."""
+    raw = orjson.dumps(value)
+    if b"null" in raw:  # a None, or a float that JSON cannot hold
+        _check_finite(value)
+    return memoryview(raw).tobytes()
+
+
+def _check_finite(value: Any) -> None:
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} cannot travel as JSON (it would arrive as null)")
+    elif isinstance(value, dict):
+        for v in value.values():
+            _check_finite(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _check_finite(v)
 
 # ---- the loop thread's inbox ------------------------------------------------------------
 

@@ -35,7 +35,7 @@ from ._commands import (
     LeaderChanged,
     Propose,
     Receive,
-    encoded,
+    to_json,
 )
 from ._futures import settle
 from ._options import NodeOptions
@@ -326,7 +326,7 @@ class Loop:
         self.transport.send([(leader, encode(msg, self.options.secret))])
 
     def _append_now(self, core: RaftCore, append: Append) -> tuple[int, int]:
-        entry = core.append_now(encoded(append.data))
+        entry = core.append_now(to_json(append.data))
         return entry.index, entry.term
 
     def _serve_rpc(self, core: RaftCore, m: Message) -> None:

@@ -13,8 +13,6 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
-import orjson
-
 from .._errors import ClosedError, ConfigError
 from ..core import Entry, Role
 from ..storage import FileStorage, MemoryStorage, Storage
@@ -27,7 +25,7 @@ from ..transport import (
     Transport,
 )
 from ._apply import LogEntry
-from ._commands import CallRpc, Propose, encoded
+from ._commands import CallRpc, Propose, to_json
 from ._loop import Loop
 from ._options import NodeOptions, parse_options
 
@@ -114,7 +112,7 @@ class RaftNode:
         """Propose `data` (any orjson-encodable value). The future resolves with its index
         once it is committed and this node's committed callbacks have run for it."""
         self._check_open()
-        raw = encoded(data)  # TypeError for what orjson cannot encode
+        raw = to_json(data)  # TypeError for what orjson cannot encode
         fut: Future[int] = Future()
         self._loop.submit(Propose(raw, fut, _deadline(timeout)))
         return fut
@@ -130,7 +128,7 @@ class RaftNode:
         if not isinstance(name, str):
             raise TypeError("name must be a string")
         args = list(args)
-        orjson.dumps(args)
+        to_json(args)  # TypeError or ValueError now, rather than on the leader
         fut: Future[Any] = Future()
         self._loop.submit(CallRpc(name, args, fut, _deadline(timeout)))
         return fut

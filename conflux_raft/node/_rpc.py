@@ -16,9 +16,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from .._errors import RemoteError
+from ._commands import to_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +50,7 @@ def run_rpc(functions: Mapping[str, Callable[..., Any]], name: str,
         result = fn(*args)
         if isinstance(result, BaseException):
             raise result
-        orjson.dumps(result.data if isinstance(result, Append) else result)
+        to_json(result.data if isinstance(result, Append) else result)
         return True, result
     except Exception as exc:
         return False, exc
