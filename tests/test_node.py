@@ -419,3 +419,46 @@ def test_settled_deadlines_are_not_kept_until_they_expire() -> None:
         assert extra < n * 600, f"{extra / n:.0f} bytes kept per settled deadline"
     finally:
         c.close()
+
+
+def test_a_timeout_says_why() -> None:
+    # It used to be a bare "not committed in time", whatever the cause.
+    alone = RaftNode(id="a", members=["a", "b", "c"],
+                     channel={"name": "memory", "namespace": f"t-{uuid.uuid4().hex[:8]}"})
+    try:
+        with pytest.raises(ProposalTimeout, match=r"no leader known for \d+\.\d s"):
+            alone.append(1, timeout=0.3).result(5)
+        with pytest.raises(ProposalTimeout, match=r"no leader known.*it may have run"):
+            alone.dispatch_on_leader("nothing", timeout=0.3).result(5)
+    finally:
+        alone.close()
+
+
+def test_a_timeout_names_an_unreachable_redis(namespace: str) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        port = sock.getsockname()[1]
+        node = RaftNode(id="a", members=["a", "b"],
+                        channel={"name": "redis", "url": f"redis://127.0.0.1:{port}/0",
+                                 "namespace": namespace, "connect_timeout": 0.2})
+        try:
+            node.append(0)  # something to send, so that the failure is seen
+            with pytest.raises(ProposalTimeout,
+                               match=rf"Redis at 127\.0\.0\.1:{port} unreachable for"):
+                node.append(1, timeout=1.0).result(5)
+        finally:
+            node.close()
+
+
+def test_a_slow_rpc_is_named_in_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    c = Cluster(1, rpc={"slow": lambda: time.sleep(0.1)}, election_timeout=(0.2, 0.3),
+                heartbeat_interval=0.03)
+    try:
+        leader_of(c.nodes)
+        with caplog.at_level("WARNING", logger="conflux_raft"):
+            c.nodes[0].dispatch_on_leader("slow").result(5)
+        assert any("rpc slow took" in r.getMessage() for r in caplog.records)
+    finally:
+        c.close()

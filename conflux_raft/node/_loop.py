@@ -83,6 +83,7 @@ class Loop:
         self._rpc_out: dict[str, OutCall] = {}
         self._warned: set[str] = set()
         self._leader_seen: str | None = None
+        self._no_leader_since: float | None = time.monotonic()
 
     # ---- from other threads --------------------------------------------------------------
 
@@ -221,13 +222,11 @@ class Loop:
                 return
             seq = core.propose(item.data)
             self._futures[seq] = item.future
-            self._at(item.deadline, item.future, seq,
-                     "not committed in time; it may still commit later")
+            self._at(item.deadline, item.future, seq, "not committed in time")
         else:
             rid = f"{self.session}:{next(self._rpc_ids)}"
             self._rpc_out[rid] = OutCall(item.future, item.name, item.args)
-            self._at(item.deadline, item.future, rid,
-                     "the rpc was not answered in time; it may have run")
+            self._at(item.deadline, item.future, rid, "the rpc was not answered in time")
             self._send_rpc(core, rid)
 
     def _on_message(self, core: RaftCore, m: Message) -> None:
@@ -272,6 +271,7 @@ class Loop:
         if leader == self._leader_seen:
             return
         old, self._leader_seen = self._leader_seen, leader
+        self._no_leader_since = time.monotonic() if leader is None else None
         if old is not None:  # rpcs in flight to the old leader have unknown outcomes
             for rid, call in list(self._rpc_out.items()):
                 if call.sent_to is not None and call.sent_to != leader:
@@ -301,7 +301,20 @@ class Loop:
                     del self._futures[key]
             elif key in self._rpc_out and self._rpc_out[key].future is fut:
                 del self._rpc_out[key]
-            settle(fut, exc=ProposalTimeout(why))
+            if not fut.done():
+                outcome = ("it may still commit later" if isinstance(key, int)
+                           else "it may have run")
+                settle(fut, exc=ProposalTimeout(f"{why} ({self._why_late(now)}); {outcome}"))
+
+    def _why_late(self, now: float) -> str:
+        """What stands in the way, for timeout messages."""
+        reasons = []
+        if self._no_leader_since is not None:
+            reasons.append(f"no leader known for {now - self._no_leader_since:.1f} s")
+        trouble = self.transport.health()
+        if trouble:
+            reasons.append(trouble)
+        return "; ".join(reasons) or "a leader is known, but no quorum answered in time"
 
     # ---- rpc ------------------------------------------------------------------------
 
@@ -312,7 +325,7 @@ class Loop:
             return  # waits for a leader
         if leader == self.id:
             del self._rpc_out[rid]
-            ok, value = run_rpc(self.rpc, call.name, call.args)
+            ok, value = self._run_rpc(call.name, call.args)
             if not ok:
                 settle(call.future, exc=value)  # here: the exception itself
             elif isinstance(value, Append):
@@ -324,6 +337,19 @@ class Loop:
         call.sent_to = leader
         msg = Message(MsgType.RPC, self.id, leader, context=rid, payload=[call.name, call.args])
         self.transport.send([(leader, encode(msg, self.options.secret))])
+
+    def _run_rpc(self, name: str, args: list[Any]) -> tuple[bool, Any]:
+        """run_rpc, timed: a slow one holds up heartbeats and can cost the leadership."""
+        start = time.monotonic()
+        result = run_rpc(self.rpc, name, args)
+        took = time.monotonic() - start
+        budget = self.options.election_timeout[0]
+        if took > budget / 4:
+            label = f"{name}({args[0]!r}, ...)" if args and isinstance(args[0], str) else name
+            log.warning("%s: rpc %s took %.3f s on the leader's loop thread (the election "
+                        "timeout is %.3f s): it delays heartbeats, and a slower one can cost "
+                        "this node its leadership", self.id, label, took, budget)
+        return result
 
     def _append_now(self, core: RaftCore, append: Append) -> tuple[int, int]:
         entry = core.append_now(to_json(append.data))
@@ -337,7 +363,7 @@ class Loop:
                   and isinstance(m.payload[0], str) and isinstance(m.payload[1], list)):
             payload = {"err": ["ValueError", "malformed rpc"]}
         else:
-            ok, value = run_rpc(self.rpc, m.payload[0], m.payload[1])
+            ok, value = self._run_rpc(m.payload[0], m.payload[1])
             if not ok:
                 payload = {"err": error_payload(value)}
             elif isinstance(value, Append):

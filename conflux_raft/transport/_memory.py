@@ -249,6 +249,10 @@ class MemoryTransport:
             self._received += 1
         deliver(payload)
 
+    def health(self) -> str | None:
+        """Always None: the hub never fails."""
+        return None
+
     def stats(self) -> dict[str, int]:
         """Counters: sent, received, dropped, reconnects (always 0 here)."""
         with self._counts_lock:

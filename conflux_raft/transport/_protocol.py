@@ -28,6 +28,11 @@ class Transport(Protocol):
         """Counters: at least "sent", "received", "dropped", "reconnects"."""
         ...
 
+    def health(self) -> str | None:
+        """None while the channel works; else one line saying what is wrong, and since
+        when (for error messages)."""
+        ...
+
     def close(self) -> None:
         """Stop receiving and release connections. Idempotent."""
         ...

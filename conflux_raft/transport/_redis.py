@@ -138,6 +138,8 @@ class RedisTransport:
         self._writing = False  # a pipeline is being written (by send or by the sender)
         self._closed = False
         self._down = False
+        self._down_since = 0.0
+        self._down_error = ""
         self._deliver: Callable[[bytes], None] | None = None
         self._last_id: bytes | str | None = None
         self._resync = False  # after a failed read: check the inbox was not reset
@@ -268,11 +270,21 @@ class RedisTransport:
 
     # ---- connection state --------------------------------------------------------------
 
+    def health(self) -> str | None:
+        """None while Redis answers; else since when it does not, and the last error."""
+        with self._cv:
+            if not self._down:
+                return None
+            return (f"Redis at {self._where} unreachable for "
+                    f"{time.monotonic() - self._down_since:.1f} s ({self._down_error})")
+
     def _mark_down(self, exc: BaseException) -> None:
         with self._cv:
             if self._down or self._stop.is_set():
                 return
             self._down = True
+            self._down_since = time.monotonic()
+            self._down_error = f"{type(exc).__name__}: {exc}"
         _log.warning(
             "%r: Redis at %s failed (%s: %s); retrying in the background",
             self, self._where, type(exc).__name__, exc,
