@@ -287,3 +287,25 @@ def test_a_leader_heard_again_in_a_new_term_takes_the_proposals_back() -> None:
     core.step(Message(A, "n1", "n2", term=2))
     assert core.proposals.target == "n1"
     assert [m.dst for m in sent(core) if m.type is P] == ["n1"]
+
+
+def test_a_follower_that_is_gone_gets_heartbeats_not_a_full_append_each_time() -> None:
+    # The probe was unpaused by every heartbeat: a dead follower received a full-size
+    # append each heartbeat (about 1.3 MiB/s into its inbox).
+    c = Cluster(3)
+    c.elect("n1")
+    c.crash("n3")
+    for i in range(20):
+        c["n1"].propose(b'"%d"' % i)
+    c.stabilize()
+    c.in_flight.clear()
+    c.sent.clear()
+    for _ in range(10):
+        c.tick("n1", times=2)  # a heartbeat each
+        c.stabilize()
+    to_n3 = [m for m in c.sent if m.dst == "n3" and m.type is A]
+    assert len(to_n3) >= 5
+    assert sum(1 for m in to_n3 if m.entries) <= 1
+    c.restart("n3")
+    c.run(4)
+    assert c["n3"].log.last_index == c["n1"].log.last_index  # and it catches up when back

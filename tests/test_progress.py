@@ -23,7 +23,9 @@ def test_a_probe_sends_one_append_then_waits() -> None:
     pr.sent_entries(9, 10)
     assert pr.is_paused() and pr.next == 5  # a probe does not move next
     pr.heartbeat(9)
-    assert not pr.is_paused()  # the heartbeat lets it try once more
+    assert pr.is_paused()  # a heartbeat alone does not resend to a follower that is gone
+    pr.responded()
+    assert not pr.is_paused()  # an answer (to an append or a heartbeat) lets it try again
 
 
 def test_an_ack_moves_match_and_next_and_frees_the_window() -> None:

@@ -136,10 +136,15 @@ class Progress:
 
     def heartbeat(self, last_index: int) -> None:
         """A heartbeat is due: a pipeline that made no progress since the last one counts
-        its appends as lost and probes again; a probe may send once more."""
+        its appends as lost and probes again."""
         if (self.state is ProgressState.REPLICATE and self.match == self._heartbeat_match
                 and self.match < last_index):
             self.become_probe(self.match + 1)
         self._heartbeat_match = self.match
+
+    def responded(self) -> None:
+        """The follower answered (an append or a heartbeat): a probe may send again. Only
+        an answer does this, so a follower that is gone gets heartbeats, not a full
+        append every heartbeat."""
         if self.state is ProgressState.PROBE:
             self.probe_sent = False

@@ -391,7 +391,7 @@ class RaftCore:
         for peer in self._peers:
             pr = self._progress[peer]
             pr.heartbeat(last)
-            if pr.state is ProgressState.PROBE:
+            if pr.state is ProgressState.PROBE and not pr.probe_sent:
                 self._send_append(peer, pr, empty_ok=True)
             else:
                 self._send_commit(peer, pr)
@@ -460,6 +460,7 @@ class RaftCore:
             self.malformed += 1
             return
         pr.recent_active = True
+        pr.responded()
         if m.reject:
             hint_next = self.log.conflict_hint(m.hint, m.hint_term) + 1
             if pr.maybe_decr_to(m.index, m.hint, hint_next):
