@@ -14,7 +14,8 @@ _STORAGES = ("memory", "file")
 _CHANNEL_KEYS = {
     "memory": {"name", "namespace"},
     "redis": {"name", "namespace", "url", "maxlen", "block_ms", "read_count", "queue_size",
-              "socket_timeout", "connect_timeout", "backoff_max", "health_check_interval"},
+              "socket_timeout", "connect_timeout", "backoff_max", "health_check_interval",
+              "inbox_ttl"},
 }
 
 

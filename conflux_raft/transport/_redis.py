@@ -104,6 +104,7 @@ class RedisTransport:
         connect_timeout: float = 1.0,
         backoff_max: float = 1.0,
         health_check_interval: int = 10,
+        inbox_ttl: float = 60.0,
     ) -> None:
         for name, value in (("node_id", node_id), ("url", url), ("namespace", namespace)):
             if not isinstance(value, str) or not value:
@@ -116,6 +117,7 @@ class RedisTransport:
         _check_positive("socket_timeout", socket_timeout)
         _check_positive("connect_timeout", connect_timeout)
         _check_positive("backoff_max", backoff_max)
+        _check_positive("inbox_ttl", inbox_ttl)
         self.node_id = node_id
         self.namespace = namespace
         self._inbox = inbox_key(namespace, node_id)
@@ -125,6 +127,8 @@ class RedisTransport:
         self._read_count = read_count
         self._queue_size = queue_size
         self._backoff_max = backoff_max
+        self._ttl_ms = max(int(inbox_ttl * 1000), 1)
+        self._keep_due = 0.0  # when the reader next renews the inbox's expiry
 
         self._writer = connect(url, socket_timeout, connect_timeout, health_check_interval)
         # A blocked XREAD must not hit the socket timeout.
@@ -168,6 +172,7 @@ class RedisTransport:
                 raise RuntimeError(f"{self!r} is already started")
             self._deliver = deliver
         try:
+            self._keep_inbox()
             self._last_id = self._inbox_end()
         except Exception as exc:  # Redis unreachable: the reader will retry
             self._mark_down(exc)
@@ -327,9 +332,21 @@ class RedisTransport:
         last: Any = self._reader_client.xrevrange(self._inbox, "+", "-", count=1)
         return cast("bytes", last[0][0]) if last else "0-0"
 
+    def _keep_inbox(self) -> None:
+        """Make this node's inbox live `inbox_ttl` more seconds, creating it (empty) if it
+        is gone: at first start, or after Redis lost its data. Senders never create an
+        inbox (NOMKSTREAM), so the inbox of a node that is gone expires."""
+        client, ttl = self._reader_client, self._ttl_ms
+        if not client.pexpire(self._inbox, ttl):
+            client.xadd(self._inbox, {b"m": b""}, maxlen=0, approximate=False)
+            client.pexpire(self._inbox, ttl)
+        self._keep_due = time.monotonic() + ttl / 3000
+
     def _read_once(self) -> Any:
         if self._stop.is_set():
             raise _Stopped
+        if self._resync or self._last_id is None or time.monotonic() >= self._keep_due:
+            self._keep_inbox()
         if self._last_id is None:
             self._last_id = self._inbox_end()
         elif self._resync:
@@ -424,13 +441,15 @@ class RedisTransport:
         prefix, maxlen = self._prefix, self._maxlen
         with self._writer.pipeline(transaction=False) as pipe:
             for dst, payload in batch:
-                pipe.xadd(prefix + dst, {b"m": payload}, maxlen=maxlen, approximate=True)
+                pipe.xadd(prefix + dst, {b"m": payload}, maxlen=maxlen, approximate=True,
+                          nomkstream=True)
             results = pipe.execute(raise_on_error=False)
         failed = [r for r in results if isinstance(r, Exception)]
+        gone = sum(1 for r in results if r is None)  # no such inbox: its node is gone
         with self._cv:
             self._flushes += 1
-            self._sent += len(batch) - len(failed)
-            self._dropped += len(failed)
+            self._sent += len(batch) - len(failed) - gone
+            self._dropped += len(failed) + gone
         if failed:
             now = time.monotonic()
             if now - self._last_command_error_log >= _COMMAND_ERROR_LOG_EVERY:
