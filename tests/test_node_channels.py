@@ -208,3 +208,43 @@ def test_acl_user_and_password_in_the_url(redis_server: Any, redis_url: str,
     finally:
         r.acl_deluser("conflux-test")
         r.close()
+
+
+def test_durable_voters_survive_redis_losing_its_data(redis_url: str, namespace: str,
+                                                      redis_server: Any, tmp_path: Any,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    # After a FLUSHALL a stranger was admitted as a voter and an original member was then
+    # locked out with ClusterFull.
+    chan = {"name": "redis", "url": redis_url, "namespace": namespace}
+    ids = ["v0", "v1", "v2"]
+
+    def start(i: str) -> RaftNode:
+        return RaftNode(id=i, cluster_size=3, channel=chan, **FAST,
+                        storage={"name": "file", "path": str(tmp_path / i)})
+
+    nodes = [start(i) for i in ids]
+    try:
+        one_leader(nodes)
+        assert all(n.voters == tuple(ids) for n in nodes)
+    finally:
+        for n in nodes:
+            n.close()
+    client = redis_server.client()
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    stranger = RaftNode(id="x", cluster_size=3, channel=chan, **FAST)  # registers first
+    try:
+        with caplog.at_level("WARNING", logger="conflux_raft"):
+            nodes = [start(i) for i in ids]
+            leader = one_leader(nodes)
+            assert all(n.voters == tuple(ids) for n in nodes)
+            assert leader.append("after the flush").result(10) > 0
+        assert any("keeps the voters its storage holds" in r.getMessage()
+                   for r in caplog.records)
+        assert not stranger.is_leader()
+    finally:
+        stranger.close()
+        for n in nodes:
+            n.close()

@@ -137,3 +137,20 @@ def test_a_bad_record_in_the_middle_refuses_to_start(tmp_path: Path) -> None:
         storage.load()
     storage.close()
     assert log.read_bytes() == bytes(data)  # nothing was cut
+
+
+def test_both_stores_keep_the_voters(tmp_path: Path) -> None:
+    memory = MemoryStorage()
+    assert memory.load_voters() is None
+    memory.save_voters(["a", "b", "c"])
+    assert memory.load_voters() == ("a", "b", "c")
+    disk = FileStorage(tmp_path)
+    assert disk.load_voters() is None
+    disk.save_voters(["a", "b", "c"])
+    disk.close()
+    again = FileStorage(tmp_path)
+    assert again.load_voters() == ("a", "b", "c")
+    (tmp_path / "voters.json").write_bytes(b"[1, 2]")
+    with pytest.raises(CorruptStorage, match="voters"):
+        again.load_voters()
+    again.close()

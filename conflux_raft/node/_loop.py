@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import Any
 
-from .._errors import ClosedError, MalformedMessage, Overloaded, ProposalTimeout
+from .._errors import ClosedError, ConfigError, MalformedMessage, Overloaded, ProposalTimeout
 from ..core import CoreConfig, Message, MsgType, RaftCore, Ready, Role
 from ..storage import Storage
 from ..transport import Discovery, Transport, decode, encode, encode_all
@@ -149,6 +149,8 @@ class Loop:
 
     def run(self) -> None:
         """The loop thread's body. An internal error closes the node, `on_error`."""
+        if self.voters is not None and self.discovery is not None:
+            self._restore_voters(self.voters)
         while self.voters is None:
             if self.closed.is_set():
                 return
@@ -159,6 +161,8 @@ class Loop:
                 continue
             except ClosedError:
                 return
+        if self.storage.load_voters() is None:
+            self.storage.save_voters(self.voters)  # durable before it votes or counts
         with self.lock:
             self.core = core = self._make_core(self.voters)
         tick = self.options.heartbeat_interval / TICKS_PER_HEARTBEAT
@@ -199,6 +203,20 @@ class Loop:
                 while core.has_ready():
                     self._process(core, core.ready())
                 self._after_ready(core)
+
+    def _restore_voters(self, voters: tuple[str, ...]) -> None:
+        """Durable voters go back into a namespace whose list was lost; a list that says
+        otherwise is logged, and this node keeps its own."""
+        assert self.discovery is not None
+        try:
+            listed = self.discovery.restore(voters, 1.0)
+        except (TimeoutError, ClosedError, ConfigError) as exc:
+            log.info("%s: could not check the namespace's voter list (%s)", self.id, exc)
+            return
+        if tuple(listed[: len(voters)]) != voters:
+            log.warning("%s keeps the voters its storage holds %s: the namespace's list says "
+                        "%s (did Redis lose its data and a stranger register?)", self.id,
+                        list(voters), listed)
 
     def _make_core(self, voters: tuple[str, ...]) -> RaftCore:
         o = self.options

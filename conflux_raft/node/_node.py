@@ -66,26 +66,45 @@ class RaftNode:
         self._started = False
         self._threads: list[threading.Thread] = []
         session = f"{id}:{uuid.uuid4().hex[:12]}"
-        transport = _open_transport(self.options)
+        store = _open_storage(self.options)  # first: its lock keeps a second node out
+        transport: Transport | None = None
         discovery: Discovery | None = None
-        voters = self.options.members
         try:
-            if voters is None:
-                assert self.options.cluster_size is not None
+            transport = _open_transport(self.options)
+            voters = self._voters(store)
+            if self.options.cluster_size is not None:
                 discovery = _open_discovery(self.options)
-                # Registers at once, so that a node beyond cluster_size is refused here.
-                with contextlib.suppress(TimeoutError):
-                    voters = tuple(discovery.join(self.options.cluster_size, 0.0))
-            store = _open_storage(self.options)
+                if voters is None:
+                    # Registers at once, so that a node beyond cluster_size is refused here.
+                    with contextlib.suppress(TimeoutError):
+                        voters = tuple(discovery.join(self.options.cluster_size, 0.0))
         except BaseException:
-            transport.close()
-            if discovery is not None:
-                discovery.close()
+            for part in (transport, discovery, store):
+                if part is not None:
+                    part.close()
             raise
         self._loop = Loop(self.options, session, transport, discovery, store,
                           dict(rpc or {}), voters)
         if autostart:
             self.start()
+
+    def _voters(self, store: Storage) -> tuple[str, ...] | None:
+        """The voters this node must use, if it knows them yet: the ones its storage keeps
+        win over discovery (Redis may have lost its list); `members` wins over both."""
+        durable = store.load_voters()
+        members = self.options.members
+        if members is not None:
+            if durable is not None and durable != members:
+                log.warning("%s: members %s differ from the voters its storage keeps %s; "
+                            "using members (changing voters this way is not safe)",
+                            self.id, list(members), list(durable))
+            if durable != members:
+                store.save_voters(members)
+            return members
+        if durable is not None and len(durable) != self.options.cluster_size:
+            log.warning("%s: cluster_size %s, but its storage keeps %d voters %s: keeping "
+                        "them", self.id, self.options.cluster_size, len(durable), list(durable))
+        return durable
 
     def start(self) -> None:
         """Start the threads (done by the constructor unless autostart=False)."""

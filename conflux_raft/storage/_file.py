@@ -108,17 +108,37 @@ class FileStorage:
         # Only term and vote must be durable; commit is rewritten along with them.
         if hard_state is not None and (hard_state.term, hard_state.vote) != self._term_vote:
             self._term_vote = (hard_state.term, hard_state.vote)
-            tmp = self._hs_path.with_suffix(".tmp")
-            with open(tmp, "wb") as f:
-                f.write(orjson.dumps([hard_state.term, hard_state.vote, hard_state.commit]))
-                f.flush()
-                self._sync(f.fileno())
-            os.replace(tmp, self._hs_path)
-            dir_fd = os.open(self.path, os.O_RDONLY)
-            try:
-                self._sync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            self._replace(self._hs_path,
+                          orjson.dumps([hard_state.term, hard_state.vote, hard_state.commit]))
+
+    def load_voters(self) -> tuple[str, ...] | None:
+        path = self.path / "voters.json"
+        if not path.exists():
+            return None
+        try:
+            voters = orjson.loads(path.read_bytes())
+        except orjson.JSONDecodeError as exc:
+            raise CorruptStorage(f"{path}: not a list of voters ({exc})") from None
+        if not (isinstance(voters, list) and voters and all(isinstance(v, str) for v in voters)):
+            raise CorruptStorage(f"{path}: not a list of voters")
+        return tuple(voters)
+
+    def save_voters(self, voters: Sequence[str]) -> None:
+        self._replace(self.path / "voters.json", orjson.dumps(list(voters)))
+
+    def _replace(self, path: Path, data: bytes) -> None:
+        """Write `path` atomically: a temporary file, fsynced, renamed, directory fsynced."""
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            self._sync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(self.path, os.O_RDONLY)
+        try:
+            self._sync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def first_index(self) -> int:
         return 1

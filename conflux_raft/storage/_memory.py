@@ -14,6 +14,7 @@ class MemoryStorage:
     def __init__(self) -> None:
         self.hard_state = HardState()
         self._entries: list[Entry] = []
+        self._voters: tuple[str, ...] | None = None
 
     def load(self) -> tuple[HardState, list[Entry]]:
         return self.hard_state, list(self._entries)
@@ -24,6 +25,12 @@ class MemoryStorage:
             self._entries.extend(entries)
         if hard_state is not None:
             self.hard_state = hard_state
+
+    def load_voters(self) -> tuple[str, ...] | None:
+        return self._voters
+
+    def save_voters(self, voters: Sequence[str]) -> None:
+        self._voters = tuple(voters)
 
     def first_index(self) -> int:
         return 1

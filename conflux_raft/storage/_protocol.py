@@ -25,6 +25,15 @@ class Storage(Protocol):
         log from `entries[0].index` on. Returns only once both are durable."""
         ...
 
+    def load_voters(self) -> tuple[str, ...] | None:
+        """The voter set saved by `save_voters`, or None if none was."""
+        ...
+
+    def save_voters(self, voters: Sequence[str]) -> None:
+        """Durably record the voter set (found by discovery, or given as members);
+        returns only once it is durable. A membership change will replace it."""
+        ...
+
     def first_index(self) -> int:
         """The index of the first entry held (1 until the log is compacted)."""
         ...

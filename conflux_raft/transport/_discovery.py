@@ -42,6 +42,12 @@ end
 return redis.call('RPUSH', KEYS[1], ARGV[1]) - 1
 """
 
+# Put ARGV in the list KEYS[1] unless it exists; return the list.
+_RESTORE_SCRIPT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('RPUSH', KEYS[1], unpack(ARGV)) end
+return redis.call('LRANGE', KEYS[1], 0, -1)
+"""
+
 # Errors that waiting does not cure: join reports them at once.
 _REFUSED: tuple[type[Exception], ...] = tuple(
     cls
@@ -96,6 +102,13 @@ class MemoryDiscovery:
                 hub._joined.wait(remaining)
             return hub._members[:cluster_size]
 
+    def restore(self, voters: Sequence[str], timeout: float) -> list[str]:
+        with self.hub._lock:
+            if not self.hub._members:
+                self.hub._members.extend(voters)
+                self.hub._joined.notify_all()
+            return list(self.hub._members)
+
     def close(self) -> None:
         """Wake a join that waits; idempotent."""
         with self.hub._lock:
@@ -115,6 +128,7 @@ class RedisDiscovery:
         self._client = connect(url, socket_timeout, connect_timeout)
         self._where = describe(self._client)
         self._script = self._client.register_script(_JOIN_SCRIPT)
+        self._restore = self._client.register_script(_RESTORE_SCRIPT)
         self._stop = threading.Event()
 
     def __repr__(self) -> str:
@@ -144,6 +158,11 @@ class RedisDiscovery:
                                                   timeout))
             if self._stop.wait(_POLL if remaining is None else min(_POLL, remaining)):
                 raise ClosedError(f"{self!r} was closed while joining")
+
+    def restore(self, voters: Sequence[str], timeout: float) -> list[str]:
+        deadline = time.monotonic() + timeout
+        return _decode_ids(self._call_until(
+            deadline, lambda: self._restore(keys=[self._key], args=list(voters))))
 
     def close(self) -> None:
         """Stop a join that waits and close the connection; idempotent."""

@@ -47,6 +47,11 @@ class Discovery(Protocol):
         (waiting up to `timeout`). Raise ClusterFull if this id is not among them."""
         ...
 
+    def restore(self, voters: Sequence[str], timeout: float) -> list[str]:
+        """A node that keeps its voters durably puts them back in a namespace that lost
+        its list (Redis restarted empty, or flushed); returns the list as it stands."""
+        ...
+
     def close(self) -> None:
         """Wake a waiting join (it raises ClosedError) and release connections."""
         ...
