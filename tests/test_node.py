@@ -462,3 +462,22 @@ def test_a_slow_rpc_is_named_in_a_warning(caplog: pytest.LogCaptureFixture) -> N
         assert any("rpc slow took" in r.getMessage() for r in caplog.records)
     finally:
         c.close()
+
+
+def test_an_rpc_whose_message_is_lost_is_sent_again_and_runs_once() -> None:
+    # It was sent once: one lost message left the future pending forever.
+    runs: list[int] = []
+    c = Cluster(3, rpc={"count": lambda: runs.append(1) or len(runs)})
+    try:
+        leader = leader_of(c.nodes)
+        follower = next(n for n in c.nodes if n is not leader)
+        hub = MemoryHub.get(c.namespace)
+        hub.isolate(follower.id)
+        fut = follower.dispatch_on_leader("count")
+        time.sleep(0.05)  # sent, and lost
+        hub.heal()
+        assert fut.result(5) == 1
+        time.sleep(0.5)  # later retries, if any, are answered from the leader's cache
+        assert runs == [1]
+    finally:
+        c.close()

@@ -18,6 +18,7 @@ import queue
 import random
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import Any
@@ -46,6 +47,7 @@ log = logging.getLogger("conflux_raft")
 TICKS_PER_HEARTBEAT = 2
 _MAX_TAKE = 4096  # inbox items handled per turn
 _MIN_DEADLINES = 1024  # deadlines kept before the settled ones are swept out
+_SERVED, _SERVED_FOR = 10_000, 60.0  # the leader's rpc answers kept for retries: count, s
 
 
 class Loop:
@@ -81,6 +83,7 @@ class Loop:
         self._deadline_limit = _MIN_DEADLINES
         self._rpc_ids = itertools.count(1)
         self._rpc_out: dict[str, OutCall] = {}
+        self._served: OrderedDict[str, tuple[float, Any]] = OrderedDict()  # rid -> answer
         self._warned: set[str] = set()
         self._leader_seen: str | None = None
         self._no_leader_since: float | None = time.monotonic()
@@ -197,6 +200,8 @@ class Loop:
                     ticked += due * tick
                 if self._deadlines and self._deadlines[0][0] <= now:
                     self._expire(now)
+                if due and self._rpc_out:
+                    self._resend_rpcs(core, now)
                 for item in items:
                     if item is not None:
                         self._handle(core, item)
@@ -352,9 +357,17 @@ class Loop:
             else:
                 settle(call.future, value)
             return
-        call.sent_to = leader
+        call.sent_to, call.sent_at = leader, time.monotonic()
         msg = Message(MsgType.RPC, self.id, leader, context=rid, payload=[call.name, call.args])
         self.transport.send([(leader, encode(msg, self.options.secret))])
+
+    def _resend_rpcs(self, core: RaftCore, now: float) -> None:
+        """A call (or its answer) may have been lost: send it again to the same leader,
+        which answers from its cache rather than run it twice."""
+        late = now - self.options.election_timeout[0]
+        for rid, call in list(self._rpc_out.items()):
+            if call.sent_to is not None and call.sent_to == core.leader and call.sent_at < late:
+                self._send_rpc(core, rid)
 
     def _run_rpc(self, name: str, args: list[Any]) -> tuple[bool, Any]:
         """run_rpc, timed: a slow one holds up heartbeats and can cost the leadership."""
@@ -375,8 +388,11 @@ class Loop:
 
     def _serve_rpc(self, core: RaftCore, m: Message) -> None:
         payload: Any
+        cached = self._served.get(m.context)
         if core.role is not Role.LEADER:
             payload = {"redirect": core.leader}
+        elif cached is not None:  # a retry: the answer again, the rpc does not run twice
+            payload = cached[1]
         elif not (isinstance(m.payload, list) and len(m.payload) == 2
                   and isinstance(m.payload[0], str) and isinstance(m.payload[1], list)):
             payload = {"err": ["ValueError", "malformed rpc"]}
@@ -388,8 +404,18 @@ class Loop:
                 payload = {"appended": list(self._append_now(core, value))}
             else:
                 payload = {"ok": value}
+            self._remember(m.context, payload)
         resp = Message(MsgType.RPC_RESP, self.id, m.src, context=m.context, payload=payload)
         self.transport.send([(m.src, encode(resp, self.options.secret))])
+
+    def _remember(self, rid: str, payload: Any) -> None:
+        """Keep an answer for retries: at most _SERVED answers, none older than _SERVED_FOR."""
+        now = time.monotonic()
+        served = self._served
+        served[rid] = (now, payload)
+        oldest = now - _SERVED_FOR
+        while served and (len(served) > _SERVED or next(iter(served.values()))[0] < oldest):
+            served.popitem(last=False)
 
     def _on_rpc_resp(self, core: RaftCore, m: Message) -> None:
         call = self._rpc_out.get(m.context)

@@ -32,12 +32,14 @@ class Append:
 
 @dataclass(slots=True)
 class OutCall:
-    """One rpc of this node in flight; `sent_to` is None until it is sent to a leader."""
+    """One rpc of this node in flight; `sent_to` is None until it is sent to a leader,
+    `sent_at` when it last was (a call unanswered for long is sent again)."""
 
     future: Future[Any]
     name: str
     args: list[Any]
     sent_to: str | None = None
+    sent_at: float = 0.0
 
 
 def run_rpc(functions: Mapping[str, Callable[..., Any]], name: str,
