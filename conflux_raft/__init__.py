@@ -14,7 +14,18 @@ from ._errors import (
     ProposalTimeout,
     RemoteError,
 )
-from .core import CoreConfig, Entry, EntryKind, HardState, Message, MsgType, RaftCore, Ready, Role
+from .core import (
+    CoreConfig,
+    Entry,
+    EntryKind,
+    HardState,
+    Message,
+    MsgType,
+    RaftCore,
+    Ready,
+    Role,
+    Snapshot,
+)
 from .node import Append, LogEntry, NodeOptions, RaftNode, parse_options, settle, to_json
 from .storage import FileStorage, MemoryStorage, Storage
 from .transport import (
@@ -61,6 +72,7 @@ __all__ = [
     "RedisTransport",
     "RemoteError",
     "Role",
+    "Snapshot",
     "Storage",
     "Transport",
     "decode",

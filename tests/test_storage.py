@@ -17,6 +17,7 @@ from conflux_raft import (
     FileStorage,
     HardState,
     MemoryStorage,
+    Snapshot,
     Storage,
 )
 
@@ -153,4 +154,26 @@ def test_both_stores_keep_the_voters(tmp_path: Path) -> None:
     (tmp_path / "voters.json").write_bytes(b"[1, 2]")
     with pytest.raises(CorruptStorage, match="voters"):
         again.load_voters()
+    again.close()
+
+
+def test_both_stores_keep_a_snapshot(tmp_path: Path) -> None:
+    snap = Snapshot(7, 2, ("a", "b", "c"), b"\x00state\xff")
+    memory = MemoryStorage()
+    assert memory.snapshot() is None
+    memory.save_snapshot(snap)
+    assert memory.snapshot() == snap
+    disk = FileStorage(tmp_path)
+    assert disk.snapshot() is None
+    disk.save_snapshot(Snapshot(3, 1, ("a",), b"older"))
+    disk.save_snapshot(snap)  # replaces it, atomically
+    disk.close()
+    again = FileStorage(tmp_path)
+    assert again.snapshot() == snap
+    path = tmp_path / "snapshot.bin"
+    damaged = bytearray(path.read_bytes())
+    damaged[-1] ^= 0xFF
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(CorruptStorage, match="snapshot"):
+        again.snapshot()
     again.close()

@@ -6,7 +6,7 @@ from ._progress import Inflights, Progress, ProgressState
 from ._quorum import MajorityConfig, VoteResult
 from ._raft import RaftCore
 from ._sessions import ProposalQueue, SessionTable
-from ._types import Entry, EntryKind, HardState, Message, MsgType, Ready, Role
+from ._types import Entry, EntryKind, HardState, Message, MsgType, Ready, Role, Snapshot
 
 __all__ = [
     "CoreConfig",
@@ -25,5 +25,6 @@ __all__ = [
     "Ready",
     "Role",
     "SessionTable",
+    "Snapshot",
     "VoteResult",
 ]

@@ -83,6 +83,17 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The application's state as of entry `index` (of `term`), with the voters then;
+    `data` is whatever the application's snapshot function returned."""
+
+    index: int
+    term: int
+    voters: tuple[str, ...]
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class HardState:
     """What must be durable before any message that depends on it is sent."""
 

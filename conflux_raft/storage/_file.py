@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 
 from .._errors import ConfigError, CorruptStorage
-from ..core import Entry, EntryKind, HardState
+from ..core import Entry, EntryKind, HardState, Snapshot
 from ._protocol import check_range
 
 _HEADER = struct.Struct(">II")  # payload length, crc32 of payload
@@ -125,6 +125,28 @@ class FileStorage:
 
     def save_voters(self, voters: Sequence[str]) -> None:
         self._replace(self.path / "voters.json", orjson.dumps(list(voters)))
+
+    def snapshot(self) -> Snapshot | None:
+        """Read back from `snapshot.bin`: a length and CRC header, then an orjson array of
+        index, term and voters, then the data."""
+        path = self.path / "snapshot.bin"
+        if not path.exists():
+            return None
+        raw = path.read_bytes()
+        if len(raw) < _HEADER.size:
+            raise CorruptStorage(f"{path}: too short for a snapshot")
+        size, crc = _HEADER.unpack_from(raw)
+        meta, data = raw[_HEADER.size : _HEADER.size + size], raw[_HEADER.size + size :]
+        if len(meta) != size or zlib.crc32(meta + data) != crc:
+            raise CorruptStorage(f"{path}: bad snapshot (length or CRC)")
+        index, term, voters = orjson.loads(meta)
+        return Snapshot(index, term, tuple(voters), data)
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        meta = orjson.dumps([snapshot.index, snapshot.term, list(snapshot.voters)])
+        self._replace(self.path / "snapshot.bin",
+                      _HEADER.pack(len(meta), zlib.crc32(meta + snapshot.data)) + meta
+                      + snapshot.data)
 
     def _replace(self, path: Path, data: bytes) -> None:
         """Write `path` atomically: a temporary file, fsynced, renamed, directory fsynced."""

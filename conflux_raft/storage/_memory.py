@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..core import Entry, HardState
+from ..core import Entry, HardState, Snapshot
 from ._protocol import check_range
 
 
@@ -15,6 +15,7 @@ class MemoryStorage:
         self.hard_state = HardState()
         self._entries: list[Entry] = []
         self._voters: tuple[str, ...] | None = None
+        self._snapshot: Snapshot | None = None
 
     def load(self) -> tuple[HardState, list[Entry]]:
         return self.hard_state, list(self._entries)
@@ -31,6 +32,12 @@ class MemoryStorage:
 
     def save_voters(self, voters: Sequence[str]) -> None:
         self._voters = tuple(voters)
+
+    def snapshot(self) -> Snapshot | None:
+        return self._snapshot
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
 
     def first_index(self) -> int:
         return 1

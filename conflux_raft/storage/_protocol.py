@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from .._errors import EntryUnavailable
-from ..core import Entry, HardState
+from ..core import Entry, HardState, Snapshot
 
 
 class Storage(Protocol):
@@ -32,6 +32,15 @@ class Storage(Protocol):
     def save_voters(self, voters: Sequence[str]) -> None:
         """Durably record the voter set (found by discovery, or given as members);
         returns only once it is durable. A membership change will replace it."""
+        ...
+
+    def snapshot(self) -> Snapshot | None:
+        """The last snapshot saved, or None."""
+        ...
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Durably record `snapshot` (replacing the one before). Compacting the log up
+        to it comes with snapshots in the core; until then the entries stay."""
         ...
 
     def first_index(self) -> int:
