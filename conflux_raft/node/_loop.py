@@ -46,6 +46,7 @@ log = logging.getLogger("conflux_raft")
 
 TICKS_PER_HEARTBEAT = 2
 _MAX_TAKE = 4096  # inbox items handled per turn
+_MAX_SLEEP_TICKS = 1 << 16  # a core with nothing due still wakes now and then
 _MIN_DEADLINES = 1024  # deadlines kept before the settled ones are swept out
 _SERVED, _SERVED_FOR = 10_000, 60.0  # the leader's rpc answers kept for retries: count, s
 
@@ -151,7 +152,7 @@ class Loop:
     # ---- the thread -------------------------------------------------------------------
 
     def run(self) -> None:
-        """The loop thread's body. An internal error closes the node, `on_error`."""
+        """The loop thread's body; if it raises, RaftNode closes the node."""
         if self.voters is not None and self.discovery is not None:
             self._restore_voters(self.voters)
         while self.voters is None:
@@ -174,7 +175,7 @@ class Loop:
         inbox = self._inbox
         while not self.closed.is_set():
             # Sleep until a tick can matter (or a deadline is due), unless work arrives.
-            wake = ticked + tick * core.ticks_until_due()
+            wake = ticked + tick * min(core.ticks_until_due(), _MAX_SLEEP_TICKS)
             if self._deadlines:
                 wake = min(wake, self._deadlines[0][0])
             items: list[Command | None] = []
