@@ -241,12 +241,13 @@ class Loop:
         if isinstance(item, Receive):
             self._on_message(core, item.message)
         elif isinstance(item, Propose):
+            if not item.future.done():
+                seq = core.propose(item.data)
+                self._futures[seq] = item.future
+                self._at(item.deadline, item.future, seq, "not committed in time")
+            # Counted as taken only once the core holds it: callers that look in between
+            # count it twice, never not at all, so max_pending is never exceeded.
             self._taken += 1
-            if item.future.done():
-                return
-            seq = core.propose(item.data)
-            self._futures[seq] = item.future
-            self._at(item.deadline, item.future, seq, "not committed in time")
         else:
             rid = f"{self.session}:{next(self._rpc_ids)}"
             self._rpc_out[rid] = OutCall(item.future, item.name, item.args)
