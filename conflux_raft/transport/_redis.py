@@ -32,6 +32,7 @@ __all__ = ["RedisTransport", "connect", "describe", "inbox_key"]
 _log = logging.getLogger("conflux_raft.redis")
 
 _COMMAND_ERROR_LOG_EVERY = 60.0  # seconds between two warnings about refused XADDs
+_QUIET_CHECK = 1.0  # seconds of an empty inbox before the reader checks it still exists
 
 
 def inbox_key(namespace: str, node_id: str) -> str:
@@ -360,6 +361,8 @@ class RedisTransport:
             {self._inbox: self._last_id}, count=self._read_count, block=self._block_ms
         )
         self._mark_up()
+        if not reply:  # quiet: if the inbox is gone (a flushed Redis), make it again soon
+            self._keep_due = min(self._keep_due, time.monotonic() + _QUIET_CHECK)
         return reply
 
     def _read_failed(self, _state: RetryCallState) -> None:
