@@ -15,8 +15,7 @@ import orjson
 
 from .._errors import ProposalTimeout
 from ..core import Entry, EntryKind, RaftLog
-from ._commands import Appended, Committed, LeaderChanged, Work
-from ._futures import settle
+from ._commands import Appended, Committed, LeaderChanged, Work, settle
 
 log = logging.getLogger("conflux_raft")
 

@@ -1,5 +1,6 @@
-"""What the threads of a node hand each other: commands for the loop thread's inbox, and
-work for the apply thread. Frozen, slotted values, matched by type."""
+"""What the threads of a node hand each other: commands for the loop thread's inbox and
+work for the apply thread (frozen, slotted values, matched by type), the encoding their
+data travels in, and how a future that several threads race for is settled."""
 
 from __future__ import annotations
 
@@ -11,6 +12,21 @@ from typing import Any
 import orjson
 
 from ..core import Entry, Message
+
+
+def settle(fut: Future[Any], result: Any = None, exc: BaseException | None = None) -> bool:
+    """Resolve `fut` unless it already is (a timeout or close may have won the race);
+    return whether this call settled it."""
+    if fut.done():
+        return False
+    try:
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+    except Exception:  # InvalidStateError: settled concurrently
+        return False
+    return True
 
 
 def to_json(value: Any) -> bytes:

@@ -36,9 +36,9 @@ from ._commands import (
     LeaderChanged,
     Propose,
     Receive,
+    settle,
     to_json,
 )
-from ._futures import settle
 from ._options import NodeOptions
 from ._rpc import Append, OutCall, error_payload, rebuild, run_rpc
 
