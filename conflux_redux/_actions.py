@@ -29,6 +29,14 @@ def check_shape(action: Any) -> None:
         raise ValueError('an action must have a non-None "type"')
 
 
+def check_timeout(timeout: Any) -> None:
+    """Raise ValueError unless `timeout` is None or a number of seconds >= 0."""
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
+    ):
+        raise ValueError("timeout must be None or a number of seconds >= 0")
+
+
 def unencodable(exc: TypeError) -> TypeError:
     return TypeError(f"the action cannot be encoded by orjson: {exc}")
 

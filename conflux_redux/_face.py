@@ -43,6 +43,12 @@ class ConfluxStore(StoreDict):  # type: ignore[misc]
         fut: Future[Any] = self["perform"](name, args, timeout)
         return fut
 
+    def read(self, timeout: float | None = None) -> Future[Any]:
+        """The committed state, linearizable: once the future resolves, it holds every
+        action committed anywhere before the call began."""
+        fut: Future[Any] = self["read"](timeout)
+        return fut
+
     def close(self, timeout: float | None = None) -> None:
         self["close"](timeout)
 

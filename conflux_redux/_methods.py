@@ -12,7 +12,7 @@ import orjson
 
 from conflux_raft import Append
 
-from ._actions import PERFORM, check_action
+from ._actions import PERFORM, check_action, check_timeout
 
 RPC_NAME = "conflux.perform"
 """The name of the rpc a store registers on its RaftNode."""
@@ -61,8 +61,5 @@ def check_perform_args(name: Any, args: Any, timeout: Any) -> list[Any]:
         orjson.dumps(arg_list)
     except TypeError as exc:
         raise TypeError(f"the args cannot be encoded by orjson: {exc}") from exc
-    if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0
-    ):
-        raise ValueError("timeout must be None or a number of seconds >= 0")
+    check_timeout(timeout)
     return arg_list

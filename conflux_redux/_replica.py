@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any
 
+import orjson
+
 from conflux_raft import (
     ClosedError,
     ConfluxRaftError,
@@ -22,9 +24,10 @@ from conflux_raft import (
     ProposalTimeout,
     RaftNode,
     settle,
+    to_json,
 )
 
-from ._actions import PERFORM, check_shape, unencodable
+from ._actions import PERFORM, check_shape, check_timeout, unencodable
 from ._committed import CommittedState, reducing
 from ._config import ConfluxConfig
 from ._face import ConfluxStore
@@ -72,6 +75,7 @@ class Replica:
             replace_reducer=self.replace_reducer,
             get_provisional_state=self.get_provisional_state,
             perform=self.perform,
+            read=self.read,
             close=self.close,
             node=self.node,
         )
@@ -122,9 +126,11 @@ class Replica:
         check_shape(action)
         self._check_open()
         try:
-            appended = self.node.append(action, timeout)  # encodes it, once
+            raw = to_json(action)
         except TypeError as exc:
             raise unencodable(exc) from exc
+        decoded = orjson.loads(raw)  # the action as every node reduces it
+        appended = self.node.append(orjson.Fragment(raw), timeout)  # not encoded again
         # Not tracked for close(): closing the node fails `appended`, and so this one.
         result: Future[Any] = Future()
 
@@ -137,9 +143,28 @@ class Replica:
             if error is not None:
                 settle(result, exc=error)
             else:
-                settle(result, action)
+                settle(result, decoded)
 
         appended.add_done_callback(on_appended)
+        return result
+
+    # ---- read -----------------------------------------------------------------------
+
+    def read(self, timeout: float | None = None) -> Future[Any]:
+        """The committed state, linearizable: it holds every action committed before
+        the call began (the node's `read`)."""
+        check_timeout(timeout)
+        self._check_open()
+        result = self._new_future()
+        index = self.node.read(timeout)
+
+        def on_read(f: Future[int]) -> None:
+            exc = f.exception()
+            settle(result, exc=exc) if exc is not None else settle(
+                result, self.committed.get_state())
+
+        # Settled on the worker: callbacks on `result` never run on the node's threads.
+        index.add_done_callback(lambda f: self._worker.call(lambda: on_read(f)))
         return result
 
     # ---- perform --------------------------------------------------------------------

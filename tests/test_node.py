@@ -141,11 +141,17 @@ def test_an_rpc_that_returns_append_decides_against_the_leaders_log() -> None:
 
 
 def test_an_append_the_leader_loses_fails_its_future() -> None:
-    c = Cluster(3, rpc={"put": lambda v: Append(v)})
+    cut_off: list[str] = []
+
+    def put(v: Any) -> Append:  # runs on the leader, confirmed; then it is cut off
+        MemoryHub.get(c.namespace).isolate(cut_off[0])
+        return Append(v)
+
+    c = Cluster(3, rpc={"put": put})
     try:
         old = leader_of(c.nodes)
         hub = MemoryHub.get(c.namespace)
-        hub.isolate(old.id)
+        cut_off.append(old.id)
         lost = old.dispatch_on_leader("put", ["lost"])  # appended, never committed
         rest = [n for n in c.nodes if n is not old]
         new = leader_of(rest)

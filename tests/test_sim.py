@@ -16,7 +16,7 @@ import pytest
 from test_paper import figure_8
 
 from conflux_raft import Entry, EntryKind, Message, MsgType, RaftCore, Role
-from conflux_raft.core import RaftLog, SessionTable
+from conflux_raft.core import RaftLog, ReadState, SessionTable
 from conflux_raft.testing import (
     AppendLog,
     Cluster,
@@ -153,12 +153,36 @@ class NoDedup(RaftCore):
         self.sessions = _ForgetfulSessions()
 
 
+class UnconfirmedReads(RaftCore):
+    """Serves reads from its own commit index at once: a leader that was cut off or paused
+    answers from a leadership it cannot prove (ReadIndex without the quorum round)."""
+
+    def _leader_read(self, context: str, asker: str) -> None:
+        if asker == self.id:
+            self._read_states.append(ReadState(context, self.log.commit))
+        else:
+            self._msgs.append(Message(MsgType.READ_INDEX_RESP, self.id, asker,
+                                      term=self.term, index=self.log.commit,
+                                      context=context))
+
+
+class ReadsBeforeTheNoop(RaftCore):
+    """Confirms reads, but at the commit index a new leader inherited, before an entry
+    of its own term committed (§6.4: it may not know what is committed yet)."""
+
+    def _leader_read(self, context: str, asker: str) -> None:
+        self._reads.append((self._read_round + 1, self.log.commit, context, asker))
+        self._round_wanted = True
+
+
 BROKEN = [
     (QuorumOffByOne, MIXED_CONFIG, MIXED),
     (VoteWithoutLogCheck, MIXED_CONFIG, MIXED),
     (TruncateAtLastConflict, MIXED_CONFIG, MIXED),
     (CommitOldTerms, STORM_CONFIG, STORMS),
     (NoDedup, MIXED_CONFIG, MIXED),
+    (UnconfirmedReads, MIXED_CONFIG, MIXED),
+    (ReadsBeforeTheNoop, MIXED_CONFIG, MIXED),
 ]
 
 

@@ -6,7 +6,17 @@ from ._progress import Inflights, Progress, ProgressState
 from ._quorum import MajorityConfig, VoteResult
 from ._raft import RaftCore
 from ._sessions import ProposalQueue, SessionTable
-from ._types import Entry, EntryKind, HardState, Message, MsgType, Ready, Role, Snapshot
+from ._types import (
+    Entry,
+    EntryKind,
+    HardState,
+    Message,
+    MsgType,
+    ReadState,
+    Ready,
+    Role,
+    Snapshot,
+)
 
 __all__ = [
     "CoreConfig",
@@ -22,6 +32,7 @@ __all__ = [
     "ProposalQueue",
     "RaftCore",
     "RaftLog",
+    "ReadState",
     "Ready",
     "Role",
     "SessionTable",

@@ -18,7 +18,7 @@ from ._log import RaftLog
 from ._progress import Progress, ProgressState
 from ._quorum import MajorityConfig, VoteResult
 from ._sessions import ProposalQueue, SessionTable
-from ._types import Entry, EntryKind, HardState, Message, MsgType, Ready, Role
+from ._types import Entry, EntryKind, HardState, Message, MsgType, ReadState, Ready, Role
 
 _RAFT_TYPES = frozenset(
     {
@@ -31,6 +31,8 @@ _RAFT_TYPES = frozenset(
     }
 )
 _VOTE_REQUESTS = frozenset({MsgType.VOTE, MsgType.PRE_VOTE})
+_ROUND_CARRIERS = frozenset({MsgType.APPEND, MsgType.APPEND_RESP})
+_READS = frozenset({MsgType.READ_INDEX, MsgType.READ_INDEX_RESP})
 _UNBOUNDED = 1 << 62
 
 
@@ -73,6 +75,16 @@ class RaftCore:
         self._votes: dict[str, bool] = {}
         self._progress: dict[str, Progress] = {}
         self.malformed = 0  # messages dropped by step() for what no correct peer sends
+        # ReadIndex (§6.4): a leader serves a read once a quorum has answered a round of
+        # heartbeats sent after the read arrived. Rounds only grow; APPEND carries the
+        # latest, its answer echoes it.
+        self._read_round = 0
+        self._round_context = ""  # str(_read_round), as appends carry it
+        self._round_wanted = False
+        self._acked_rounds: dict[str, int] = {}  # the highest round each peer answered
+        self._reads: list[tuple[int, int, str, str]] = []  # (round, index, context, asker)
+        self._reads_early: list[tuple[str, str]] = []  # asked before this term's first commit
+        self._read_states: list[ReadState] = []
 
     # ---- inputs -------------------------------------------------------------------
 
@@ -118,6 +130,16 @@ class RaftCore:
         self._append([entry])
         return entry
 
+    def read_index(self, context: str) -> None:
+        """Ask for a read index; a later `ready()` hands it back as a `ReadState` named
+        `context`. A follower asks its leader; with no leader known, or when a message is
+        lost or the leader steps down, nothing comes back and the driver asks again."""
+        if self.role is Role.LEADER:
+            self._leader_read(context, self.id)
+        elif self.leader is not None:
+            self._msgs.append(Message(MsgType.READ_INDEX, self.id, self.leader,
+                                      term=self.term, context=context))
+
     @property
     def pending_proposals(self) -> int:
         return len(self.proposals)
@@ -137,6 +159,13 @@ class RaftCore:
                 return
         elif m.type is MsgType.PROPOSE_RESP:
             self._handle_propose_resp(m)
+            return
+        elif m.type is MsgType.READ_INDEX:
+            if self.role is Role.LEADER:
+                self._leader_read(m.context, m.src)
+            return
+        elif m.type is MsgType.READ_INDEX_RESP:
+            self._read_states.append(ReadState(m.context, m.index))
             return
         elif m.type is not MsgType.PROPOSE:
             return
@@ -169,6 +198,8 @@ class RaftCore:
             or self._hard_state() != self._saved
             or self._proposals_to_send()
             or self._commit_to_send()
+            or self._round_wanted
+            or bool(self._read_states)
         )
 
     def _commit_to_send(self) -> bool:
@@ -180,6 +211,13 @@ class RaftCore:
         once; committed entries are handed again until `advance` acknowledges them."""
         self._flush_proposals()
         if self.role is Role.LEADER:
+            if self._round_wanted:  # one round of heartbeats for the reads that came
+                self._round_wanted = False
+                self._read_round += 1
+                self._round_context = str(self._read_round)
+                for peer in self._peers:
+                    self._send_commit(peer, self._progress[peer])
+                self._release_reads()
             commit = self.log.commit
             for peer in self._peers:
                 self._send_appends(peer)
@@ -197,9 +235,11 @@ class RaftCore:
             messages=tuple(self._msgs),
             committed=tuple(self.log.slice(self.log.applied + 1, self.log.commit + 1,
                                            _UNBOUNDED, _UNBOUNDED)),
+            reads=tuple(self._read_states),
         )
         self._saved = hs
         self._msgs = []
+        self._read_states = []
         return rd
 
     def advance(self, rd: Ready) -> None:
@@ -224,6 +264,7 @@ class RaftCore:
         self.role = Role.FOLLOWER
         self._step, self._tick = self._step_follower, self._tick_election
         self._progress = {}
+        self._drop_reads()
         self._set_leader(leader)
         self._reset_timeout()
 
@@ -261,6 +302,7 @@ class RaftCore:
         cfg = self.cfg
         self._progress = {p: Progress(last + 1, cfg.max_inflight, cfg.max_inflight_bytes)
                           for p in self._peers}
+        self._drop_reads()
         self.sessions.rebuild(self.log.entries_from(1))
         self._append([Entry(self.term, last + 1, b"", EntryKind.NOOP)])
 
@@ -385,6 +427,9 @@ class RaftCore:
         # §5.4.2: only an entry of the current term is committed by counting replicas.
         if n > self.log.commit and self.log.term_at(n) == self.term:
             self.log.commit = n
+            early, self._reads_early = self._reads_early, []
+            for context, asker in early:
+                self._leader_read(context, asker)
 
     def _heartbeat(self) -> None:
         last = self.log.last_index
@@ -401,7 +446,8 @@ class RaftCore:
         commit = self.log.commit
         self._msgs.append(
             Message(MsgType.APPEND, self.id, peer, term=self.term, index=pr.match,
-                    log_term=self.log.term_at(pr.match) or 0, commit=commit)
+                    log_term=self.log.term_at(pr.match) or 0, commit=commit,
+                    context=self._round_context)
         )
         pr.sent_commit(commit, pr.match)
 
@@ -423,7 +469,8 @@ class RaftCore:
             return
         self._msgs.append(
             Message(MsgType.APPEND, self.id, peer, term=self.term, index=prev,
-                    log_term=prev_term, commit=self.log.commit, entries=entries)
+                    log_term=prev_term, commit=self.log.commit, entries=entries,
+                    context=self._round_context)
         )
         pr.sent_commit(self.log.commit, prev + len(entries))
         if entries:
@@ -434,12 +481,12 @@ class RaftCore:
         self._set_leader(m.src)
         log = self.log
         if m.index < log.commit:
-            self._send(MsgType.APPEND_RESP, m.src, index=log.commit)
+            self._send(MsgType.APPEND_RESP, m.src, index=log.commit, context=m.context)
             return
         if not log.matches(m.index, m.log_term):
             hint = log.conflict_hint(m.index, m.log_term)
             self._send(MsgType.APPEND_RESP, m.src, index=m.index, reject=True, hint=hint,
-                       hint_term=log.term_at(hint) or 0)
+                       hint_term=log.term_at(hint) or 0, context=m.context)
             return
         for i, e in enumerate(m.entries):
             if log.term_at(e.index) != e.term:
@@ -450,7 +497,7 @@ class RaftCore:
         last_new = m.index + len(m.entries)
         if m.commit > log.commit:
             log.commit = max(log.commit, min(m.commit, last_new))
-        self._send(MsgType.APPEND_RESP, m.src, index=last_new)
+        self._send(MsgType.APPEND_RESP, m.src, index=last_new, context=m.context)
 
     def _handle_append_resp(self, m: Message) -> None:
         pr = self._progress.get(m.src)
@@ -461,6 +508,14 @@ class RaftCore:
             return
         pr.recent_active = True
         pr.responded()
+        if m.context:  # any answer in this term confirms the rounds it echoes
+            answered = int(m.context)
+            if answered > self._read_round:
+                self.malformed += 1
+                return
+            if answered > self._acked_rounds.get(m.src, 0):
+                self._acked_rounds[m.src] = answered
+                self._release_reads()
         if m.reject:
             hint_next = self.log.conflict_hint(m.hint, m.hint_term) + 1
             if pr.maybe_decr_to(m.index, m.hint, hint_next):
@@ -471,6 +526,41 @@ class RaftCore:
         if pr.state is ProgressState.PROBE:
             pr.become_replicate()
         self._send_appends(m.src)  # has_ready() does not look for sendable entries
+
+    # ---- reads (ReadIndex, §6.4) ------------------------------------------------------
+
+    def _leader_read(self, context: str, asker: str) -> None:
+        if self.log.term_at(self.log.commit) != self.term:
+            # Until an entry of its own term commits, a leader may not know the commit
+            # index: the read waits for its no-op.
+            self._reads_early.append((context, asker))
+            return
+        self._reads.append((self._read_round + 1, self.log.commit, context, asker))
+        self._round_wanted = True
+
+    def _release_reads(self) -> None:
+        """Serve the reads whose round a quorum (this leader included) has answered."""
+        if not self._reads:
+            return
+        confirmed = self.voters.committed_index({**self._acked_rounds,
+                                                 self.id: self._read_round})
+        served = 0
+        for round_, index, context, asker in self._reads:
+            if round_ > confirmed:
+                break
+            served += 1
+            if asker == self.id:
+                self._read_states.append(ReadState(context, index))
+            else:
+                self._msgs.append(Message(MsgType.READ_INDEX_RESP, self.id, asker,
+                                          term=self.term, index=index, context=context))
+        del self._reads[:served]
+
+    def _drop_reads(self) -> None:
+        """A change of role: reads not yet confirmed are dropped (their askers retry)."""
+        self._reads, self._reads_early = [], []
+        self._acked_rounds = {}
+        self._round_wanted = False
 
     # ---- proposals (the session protocol) -----------------------------------------------
 
@@ -536,13 +626,16 @@ class RaftCore:
         return HardState(self.term, self.vote, self.log.commit)
 
     def _send(self, kind: MsgType, to: str, index: int = 0, reject: bool = False,
-              hint: int = 0, hint_term: int = 0) -> None:
+              hint: int = 0, hint_term: int = 0, context: str = "") -> None:
         self._msgs.append(Message(kind, self.id, to, term=self.term, index=index,
-                                  reject=reject, hint=hint, hint_term=hint_term))
+                                  reject=reject, hint=hint, hint_term=hint_term,
+                                  context=context))
 
 
 def _well_formed(m: Message) -> bool:
     """What every correct sender's message satisfies, checked before anything else."""
+    if m.type in _ROUND_CARRIERS and m.context and not _is_round(m.context):
+        return False
     if m.type is MsgType.APPEND:
         if m.log_term > m.term:
             return False
@@ -559,4 +652,10 @@ def _well_formed(m: Message) -> bool:
         return m.log_term <= m.term
     if m.type is MsgType.PROPOSE_RESP:
         return m.index <= m.hint + 1  # the seq wanted next follows what is held
+    if m.type in _READS:
+        return bool(m.context)
     return True
+
+
+def _is_round(context: str) -> bool:
+    return len(context) <= 20 and context.isascii() and context.isdigit()

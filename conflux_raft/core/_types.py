@@ -26,6 +26,8 @@ class MsgType(enum.IntEnum):
     APPEND_RESP = 6
     PROPOSE = 7  # a follower forwards its proposals to the leader
     PROPOSE_RESP = 8  # the leader's ack, or a redirect
+    READ_INDEX = 9  # a follower asks the leader for a read index (ReadIndex, §6.4)
+    READ_INDEX_RESP = 10  # the leader's answer, once a quorum confirmed it still leads
     RPC = 20  # driver-level: run a function on the leader
     RPC_RESP = 21
     HELLO = 22  # driver-level: membership discovery
@@ -65,6 +67,9 @@ class Message:
     (PRE_)VOTE: index/log_term describe the candidate's last entry. PROPOSE_RESP:
     hint is the highest seq the leader holds for `context` (the client session), as of
     `term`; reject means "not the leader", with the leader it knows in `payload`.
+    APPEND carries the leader's read round in `context` (decimal digits, or ""), and its
+    APPEND_RESP echoes it. READ_INDEX(_RESP): `context` names the read; `index` is the
+    read index.
     """
 
     type: MsgType
@@ -113,6 +118,18 @@ class Ready:
     entries: tuple[Entry, ...] = ()
     messages: tuple[Message, ...] = ()
     committed: tuple[Entry, ...] = field(default=())
+    reads: tuple[ReadState, ...] = ()
 
     def __bool__(self) -> bool:
-        return bool(self.hard_state or self.entries or self.messages or self.committed)
+        return bool(self.hard_state or self.entries or self.messages or self.committed
+                    or self.reads)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadState:
+    """A read asked of this node with `read_index(context)` may be served once this
+    node has applied `index`: every entry committed before the read was asked is at or
+    below it."""
+
+    context: str
+    index: int

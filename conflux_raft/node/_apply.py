@@ -20,6 +20,7 @@ from ._commands import Appended, Committed, LeaderChanged, Work, settle
 log = logging.getLogger("conflux_raft")
 
 EVENTS = ("committed", "leader_elected", "appended")
+ENTRY: Any = object()  # wait_applied's default value: the LogEntry applied
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +51,8 @@ class Applier:
         self._lock = threading.Lock()
         self._handlers: dict[str, list[Callable[..., Any]]] = {e: [] for e in EVENTS}
         self._queue: queue.SimpleQueue[Work | None] = queue.SimpleQueue()
-        self._waiters: dict[int, list[tuple[int, Future[LogEntry]]]] = {}
+        # index -> (the term it must have, or None for any; future; value to settle with)
+        self._waiters: dict[int, list[tuple[int | None, Future[Any], Any]]] = {}
         self.applied = 0
 
     def on(self, event: str, callback: Callable[..., Any]) -> Callable[[], None]:
@@ -72,25 +74,24 @@ class Applier:
         """Queue work; None stops the thread once the work before it is done."""
         self._queue.put(work)
 
-    def wait_applied(self, index: int, term: int, future: Future[LogEntry],
-                     log: RaftLog) -> None:
-        """Settle `future` with entry `index` once it is applied here with `term`, or with
-        ProposalTimeout if another entry took that index. Called by the loop thread."""
+    def wait_applied(self, index: int, term: int | None, future: Future[Any],
+                     log: RaftLog, value: Any = ENTRY) -> None:
+        """Settle `future` with `value` (by default the LogEntry) once entry `index` is
+        applied here, with `term` unless that is None; with ProposalTimeout if an entry
+        of another term took that index. Called by the loop thread."""
         with self._lock:
             if index > self.applied:
-                self._waiters.setdefault(index, []).append((term, future))
+                self._waiters.setdefault(index, []).append((term, future, value))
                 return
-        if log.term_at(index) == term:
-            settle(future, LogEntry.of(log.entry(index)))
-        else:
-            settle(future, exc=_replaced(index, term))
+        entry = log.entry(index) if log.offset < index <= log.last_index else None
+        _settle_applied(index, term, future, value, entry)
 
     def reject_all(self, exc: BaseException) -> None:
         """Fail every waiting future (close)."""
         with self._lock:
             waiting, self._waiters = self._waiters, {}
         for waiters in waiting.values():
-            for _, f in waiters:
+            for _, f, _ in waiters:
                 settle(f, exc=exc)
 
     def run(self) -> None:
@@ -133,14 +134,19 @@ class Applier:
             ready = [(e, waiting.pop(e.index)) for e in work.entries
                      if e.index in waiting] if waiting else []
         for e, waiters in ready:
-            for term, f in waiters:
-                if term == e.term:
-                    settle(f, LogEntry.of(e))
-                else:
-                    settle(f, exc=_replaced(e.index, term))
+            for term, f, value in waiters:
+                _settle_applied(e.index, term, f, value, e)
         for e, fut in work.done:
             settle(fut, e.index)
 
 
-def _replaced(index: int, term: int) -> ProposalTimeout:
-    return ProposalTimeout(f"entry {index} of term {term} was replaced: it was not applied")
+def _settle_applied(index: int, term: int | None, future: Future[Any], value: Any,
+                    entry: Entry | None) -> None:
+    if term is not None and (entry is None or entry.term != term):
+        settle(future, exc=ProposalTimeout(
+            f"entry {index} of term {term} was replaced: it was not applied"))
+    elif value is ENTRY:
+        assert entry is not None
+        settle(future, LogEntry.of(entry))
+    else:
+        settle(future, value)

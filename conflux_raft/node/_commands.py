@@ -79,7 +79,23 @@ class CallRpc:
     deadline: float | None
 
 
-Command = Receive | Propose | CallRpc
+@dataclass(frozen=True, slots=True)
+class Read:
+    """`read()`: the future gets a read index once this node has applied it."""
+
+    future: Future[int]
+    deadline: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunRpc:
+    """The leader confirmed its leadership after rpc `rid` reached it, and applied the
+    read index: the rpc may run now."""
+
+    rid: str
+
+
+Command = Receive | Propose | CallRpc | Read | RunRpc
 
 # ---- the apply thread's queue -----------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """The loop thread: the only thread that touches the core.
 
 Each turn applies the ticks that real time has brought, takes what the inbox holds
-(messages, proposals, rpc calls) and feeds it to the core, then processes every
+(messages, proposals, reads, rpc calls) and feeds it to the core, then processes every
 `Ready`: persist the hard state and entries, hand committed entries to the apply
 thread, send the messages, then advance (etcd's order, but for apply before send: the
 entries are durable by then, and the caller's future need not wait for a send). The
@@ -11,6 +11,7 @@ functions see a consistent core.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -24,7 +25,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from .._errors import ClosedError, ConfigError, MalformedMessage, Overloaded, ProposalTimeout
-from ..core import CoreConfig, Message, MsgType, RaftCore, Ready, Role
+from ..core import CoreConfig, Message, MsgType, RaftCore, ReadState, Ready, Role
 from ..storage import Storage
 from ..transport import Discovery, Transport, decode, encode, encode_all
 from ._apply import Applier, LogEntry
@@ -35,12 +36,14 @@ from ._commands import (
     Committed,
     LeaderChanged,
     Propose,
+    Read,
     Receive,
+    RunRpc,
     settle,
     to_json,
 )
 from ._options import NodeOptions
-from ._rpc import Append, OutCall, error_payload, rebuild, run_rpc
+from ._rpc import Append, OutCall, Parked, error_payload, rebuild, run_rpc
 
 log = logging.getLogger("conflux_raft")
 
@@ -78,13 +81,17 @@ class Loop:
         self._admit_lock = threading.Lock()
         self._admitted = 0
         self._taken = 0
-        # (deadline, tie-breaker, future, why, proposal seq or rpc id to forget)
+        # (deadline, tie-breaker, future, why, proposal seq, rpc id or read to forget)
         self._deadlines: list[tuple[float, int, Future[Any], str, int | str]] = []
         self._deadline_ids = itertools.count()
         self._deadline_limit = _MIN_DEADLINES
         self._rpc_ids = itertools.count(1)
         self._rpc_out: dict[str, OutCall] = {}
         self._served: OrderedDict[str, tuple[float, Any]] = OrderedDict()  # rid -> answer
+        self._parked: dict[str, Parked] = {}  # leader: rpcs waiting for their read index
+        self._read_ids = itertools.count(1)
+        self._reads_out: dict[str, Future[int]] = {}  # read context -> future (not yet indexed)
+        self._reads_asked = 0.0  # when unanswered reads were last asked again
         self._warned: set[str] = set()
         self._leader_seen: str | None = None
         self._no_leader_since: float | None = time.monotonic()
@@ -137,6 +144,9 @@ class Loop:
             for call in self._rpc_out.values():
                 settle(call.future, exc=err)
             self._rpc_out.clear()
+            for read in self._reads_out.values():
+                settle(read, exc=err)
+            self._reads_out.clear()
             self.applier.reject_all(err)
 
     def reject_queued(self, err: ClosedError) -> None:
@@ -146,7 +156,7 @@ class Loop:
                 item = self._inbox.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(item, Propose | CallRpc):
+            if isinstance(item, Propose | CallRpc | Read):
                 settle(item.future, exc=err)
 
     # ---- the thread -------------------------------------------------------------------
@@ -203,12 +213,16 @@ class Loop:
                     self._expire(now)
                 if due and self._rpc_out:
                     self._resend_rpcs(core, now)
+                if due and (self._reads_out or self._parked):
+                    self._ask_again(core, now)
                 for item in items:
                     if item is not None:
                         self._handle(core, item)
                 while core.has_ready():
                     self._process(core, core.ready())
-                self._after_ready(core)
+                if self._after_ready(core):
+                    while core.has_ready():
+                        self._process(core, core.ready())
 
     def _restore_voters(self, voters: tuple[str, ...]) -> None:
         """Durable voters go back into a namespace whose list was lost; a list that says
@@ -248,6 +262,13 @@ class Loop:
             # Counted as taken only once the core holds it: callers that look in between
             # count it twice, never not at all, so max_pending is never exceeded.
             self._taken += 1
+        elif isinstance(item, Read):
+            context = f"{self.session}/{next(self._read_ids)}"
+            self._reads_out[context] = item.future
+            self._at(item.deadline, item.future, context, "the read was not confirmed in time")
+            core.read_index(context)
+        elif isinstance(item, RunRpc):
+            self._run_parked(core, item.rid)
         else:
             rid = f"{self.session}:{next(self._rpc_ids)}"
             self._rpc_out[rid] = OutCall(item.future, item.name, item.args)
@@ -289,14 +310,20 @@ class Loop:
             self.applier.put(Committed(rd.committed, done))
         if rd.messages:
             self.transport.send(encode_all(rd.messages, self.options.secret))
+        if rd.reads:
+            self._on_reads(core, rd.reads)
         core.advance(rd)
 
-    def _after_ready(self, core: RaftCore) -> None:
+    def _after_ready(self, core: RaftCore) -> bool:
+        """React to a change of leader; whether the core was given more work."""
         leader = core.leader
         if leader == self._leader_seen:
-            return
+            return False
         old, self._leader_seen = self._leader_seen, leader
         self._no_leader_since = time.monotonic() if leader is None else None
+        if leader != self.id:  # rpcs waiting here for a read index did not run
+            for rid, parked in list(self._parked.items()):
+                self._unpark(core, rid, parked)
         if old is not None:  # rpcs in flight to the old leader have unknown outcomes
             for rid, call in list(self._rpc_out.items()):
                 if call.sent_to is not None and call.sent_to != leader:
@@ -308,6 +335,9 @@ class Loop:
             for rid, call in list(self._rpc_out.items()):
                 if call.sent_to is None:
                     self._send_rpc(core, rid)
+            for context in self._reads_out:  # ask the new leader at once
+                core.read_index(context)
+        return True
 
     def _at(self, deadline: float | None, fut: Future[Any], key: int | str, why: str) -> None:
         if deadline is None:
@@ -321,15 +351,20 @@ class Loop:
     def _expire(self, now: float) -> None:
         while self._deadlines and self._deadlines[0][0] <= now:
             _, _, fut, why, key = heapq.heappop(self._deadlines)
+            outcome = ""
             if isinstance(key, int):
                 if self._futures.get(key) is fut:
                     del self._futures[key]
-            elif key in self._rpc_out and self._rpc_out[key].future is fut:
-                del self._rpc_out[key]
+                outcome = "; it may still commit later"
+            elif key in self._reads_out:
+                if self._reads_out[key] is fut:
+                    del self._reads_out[key]
+            else:
+                if key in self._rpc_out and self._rpc_out[key].future is fut:
+                    del self._rpc_out[key]
+                outcome = "; it may have run"
             if not fut.done():
-                outcome = ("it may still commit later" if isinstance(key, int)
-                           else "it may have run")
-                settle(fut, exc=ProposalTimeout(f"{why} ({self._why_late(now)}); {outcome}"))
+                settle(fut, exc=ProposalTimeout(f"{why} ({self._why_late(now)}){outcome}"))
 
     def _why_late(self, now: float) -> str:
         """What stands in the way, for timeout messages."""
@@ -348,18 +383,10 @@ class Loop:
         leader = core.leader
         if leader is None:
             return  # waits for a leader
-        if leader == self.id:
-            del self._rpc_out[rid]
-            ok, value = self._run_rpc(call.name, call.args)
-            if not ok:
-                settle(call.future, exc=value)  # here: the exception itself
-            elif isinstance(value, Append):
-                index, term = self._append_now(core, value)
-                self.applier.wait_applied(index, term, call.future, core.log)
-            else:
-                settle(call.future, value)
-            return
         call.sent_to, call.sent_at = leader, time.monotonic()
+        if leader == self.id:
+            self._park(core, rid, Parked(call.name, call.args, self.id))
+            return
         msg = Message(MsgType.RPC, self.id, leader, context=rid, payload=[call.name, call.args])
         self.transport.send([(leader, encode(msg, self.options.secret))])
 
@@ -384,31 +411,78 @@ class Loop:
                         "this node its leadership", self.id, label, took, budget)
         return result
 
-    def _append_now(self, core: RaftCore, append: Append) -> tuple[int, int]:
-        entry = core.append_now(to_json(append.data))
-        return entry.index, entry.term
-
     def _serve_rpc(self, core: RaftCore, m: Message) -> None:
-        payload: Any
         cached = self._served.get(m.context)
         if core.role is not Role.LEADER:
-            payload = {"redirect": core.leader}
+            self._answer(m.src, m.context, {"redirect": core.leader})
         elif cached is not None:  # a retry: the answer again, the rpc does not run twice
-            payload = cached[1]
+            self._answer(m.src, m.context, cached[1])
+        elif m.context in self._parked:
+            return  # a retry of a call that waits for its read index: answered when it runs
         elif not (isinstance(m.payload, list) and len(m.payload) == 2
                   and isinstance(m.payload[0], str) and isinstance(m.payload[1], list)):
-            payload = {"err": ["ValueError", "malformed rpc"]}
+            self._answer(m.src, m.context, {"err": ["ValueError", "malformed rpc"]})
         else:
-            ok, value = self._run_rpc(m.payload[0], m.payload[1])
+            self._park(core, m.context, Parked(m.payload[0], m.payload[1], m.src))
+
+    def _park(self, core: RaftCore, rid: str, parked: Parked) -> None:
+        """The leader: the rpc runs once a quorum confirms this leadership and the read
+        index is applied (`_on_reads`, then `_run_parked`)."""
+        self._parked[rid] = parked
+        core.read_index(rid)
+
+    def _unpark(self, core: RaftCore, rid: str, parked: Parked) -> None:
+        """No longer the leader: the rpc did not run, and goes to the leader there is."""
+        del self._parked[rid]
+        if parked.asker != self.id:
+            self._answer(parked.asker, rid, {"redirect": core.leader})
+        elif rid in self._rpc_out:
+            self._rpc_out[rid].sent_to = None
+            if core.leader is not None and core.leader != self.id:
+                self._send_rpc(core, rid)
+
+    def _run_parked(self, core: RaftCore, rid: str) -> None:
+        parked = self._parked.get(rid)
+        if parked is None:
+            return
+        if core.role is not Role.LEADER:
+            self._unpark(core, rid, parked)
+            return
+        del self._parked[rid]
+        local = parked.asker == self.id
+        call = self._rpc_out.pop(rid, None) if local else None
+        if local and call is None:
+            return  # the caller's deadline passed: it was told the call may have run
+        ok, value = self._run_rpc(parked.name, parked.args)
+        # The answer waits for the log as it stands now to commit: for an Append, its own
+        # entry; for a value, the entries it may have read that are not committed yet.
+        if ok and isinstance(value, Append):
+            entry = core.append_now(to_json(value.data))
+            at, result = [entry.index, entry.term], None
+        else:
+            last = core.log.last_index
+            at, result = [last, core.log.term_at(last) or 0], value
+        if call is not None:
             if not ok:
-                payload = {"err": error_payload(value)}
+                settle(call.future, exc=value)  # here: the exception itself
             elif isinstance(value, Append):
-                payload = {"appended": list(self._append_now(core, value))}
+                self.applier.wait_applied(at[0], at[1], call.future, core.log)
             else:
-                payload = {"ok": value}
-            self._remember(m.context, payload)
-        resp = Message(MsgType.RPC_RESP, self.id, m.src, context=m.context, payload=payload)
-        self.transport.send([(m.src, encode(resp, self.options.secret))])
+                self.applier.wait_applied(at[0], at[1], call.future, core.log, result)
+            return
+        payload: Any
+        if not ok:
+            payload = {"err": error_payload(value)}
+        elif isinstance(value, Append):
+            payload = {"appended": at}
+        else:
+            payload = {"ok": result, "at": at}
+        self._remember(rid, payload)
+        self._answer(parked.asker, rid, payload)
+
+    def _answer(self, to: str, rid: str, payload: Any) -> None:
+        resp = Message(MsgType.RPC_RESP, self.id, to, context=rid, payload=payload)
+        self.transport.send([(to, encode(resp, self.options.secret))])
 
     def _remember(self, rid: str, payload: Any) -> None:
         """Keep an answer for retries: at most _SERVED answers, none older than _SERVED_FOR."""
@@ -429,14 +503,45 @@ class Loop:
                 self._send_rpc(core, m.context)
             return
         del self._rpc_out[m.context]
-        appended = m.payload.get("appended")
-        if "ok" in m.payload:
-            settle(call.future, m.payload["ok"])
-        elif (isinstance(appended, list) and len(appended) == 2
-              and all(type(x) is int for x in appended)):
-            self.applier.wait_applied(appended[0], appended[1], call.future, core.log)
-        else:
+        at = m.payload.get("at", m.payload.get("appended"))
+        if not (isinstance(at, list) and len(at) == 2 and all(type(x) is int for x in at)):
             settle(call.future, exc=rebuild(m.payload.get("err")))
+        elif "ok" in m.payload:
+            self.applier.wait_applied(at[0], at[1], call.future, core.log, m.payload["ok"])
+        else:
+            self.applier.wait_applied(at[0], at[1], call.future, core.log)
+
+    # ---- reads ----------------------------------------------------------------------
+
+    def _on_reads(self, core: RaftCore, reads: tuple[ReadState, ...]) -> None:
+        """Read indexes from the core: a read resolves, and an rpc runs, once this node
+        has applied its index."""
+        for r in reads:
+            fut = self._reads_out.pop(r.context, None)
+            if fut is not None:
+                self.applier.wait_applied(r.index, None, fut, core.log, r.index)
+                continue
+            parked = self._parked.get(r.context)
+            if parked is not None and not parked.confirmed:
+                parked.confirmed = True
+                gate: Future[None] = Future()
+                gate.add_done_callback(functools.partial(self._confirmed, RunRpc(r.context)))
+                self.applier.wait_applied(r.index, None, gate, core.log, None)
+
+    def _confirmed(self, run: RunRpc, _: Future[None]) -> None:
+        self._inbox.put(run)
+
+    def _ask_again(self, core: RaftCore, now: float) -> None:
+        """A read index request or its answer may have been lost, or a new leader dropped
+        it: ask again once per election timeout."""
+        if now - self._reads_asked < self.options.election_timeout[0]:
+            return
+        self._reads_asked = now
+        for context in self._reads_out:
+            core.read_index(context)
+        for rid, parked in self._parked.items():
+            if not parked.confirmed:
+                core.read_index(rid)
 
 
 __all__ = ["LogEntry", "Loop"]

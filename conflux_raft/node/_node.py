@@ -25,7 +25,7 @@ from ..transport import (
     Transport,
 )
 from ._apply import LogEntry
-from ._commands import CallRpc, Propose, to_json
+from ._commands import CallRpc, Propose, Read, to_json
 from ._loop import Loop
 from ._options import NodeOptions, parse_options
 
@@ -142,7 +142,13 @@ class RaftNode:
         value, or the exception it raised or returned (the exception itself on the leader;
         elsewhere a builtin class where possible, else RemoteError). A function that
         returns `Append(data)` appends `data` to the leader's log at once, in its term:
-        the future then resolves with that `LogEntry` once it is applied here."""
+        the future then resolves with that `LogEntry` once it is applied here.
+
+        The function runs only once the leader has confirmed with a quorum that it
+        still leads after the call reached it, and applied that read index: it sees
+        every entry committed before the call began. The future resolves once the
+        leader's log as it ran is committed and applied here. A lost message is sent
+        again, and the function runs at most once per call."""
         self._check_open()
         if not isinstance(name, str):
             raise TypeError("name must be a string")
@@ -150,6 +156,16 @@ class RaftNode:
         to_json(args)  # TypeError or ValueError now, rather than on the leader
         fut: Future[Any] = Future()
         self._loop.submit(CallRpc(name, args, fut, _deadline(timeout)))
+        return fut
+
+    def read(self, timeout: float | None = None) -> Future[int]:
+        """A linearizable read (ReadIndex, Raft thesis §6.4). The future resolves with an
+        index once this node has applied it and its committed callbacks have run: it
+        holds every entry committed before the call began. The leader confirms with a
+        quorum that it still leads before it answers; a follower asks the leader."""
+        self._check_open()
+        fut: Future[int] = Future()
+        self._loop.submit(Read(fut, _deadline(timeout)))
         return fut
 
     # ---- reading ------------------------------------------------------------------------

@@ -1,11 +1,14 @@
 """Rpc bookkeeping: running a function on the leader for one caller, and the calls of
 this node still in flight.
 
-An rpc function runs on the leader's loop thread, against the leader's log. It returns
-a value (sent to the caller alone), raises or returns an exception (the caller's future
-fails with it), or returns `Append(data)`: the leader appends `data` to its log at once,
-in its current term, and the caller's future resolves with that entry once it is
-committed and applied on the caller's node (what a check-then-act needs).
+An rpc runs on the leader's loop thread, once the leader has confirmed with a quorum
+that it still leads after the call reached it, and has applied that read index (so it
+sees every entry committed before the call began). It returns a value (sent to the
+caller alone), raises or returns an exception (the caller's future fails with it), or
+returns `Append(data)`: the leader appends `data` to its log at once, in its current
+term. The caller's future resolves once the leader's log as it stood after the rpc ran
+is committed and applied on the caller's node: a value never reflects an entry that a
+later leader could still drop, and a check-then-act's entry is applied when it resolves.
 """
 
 from __future__ import annotations
@@ -40,6 +43,17 @@ class OutCall:
     args: list[Any]
     sent_to: str | None = None
     sent_at: float = 0.0
+
+
+@dataclass(slots=True)
+class Parked:
+    """An rpc that reached the leader and waits for its read index to be confirmed and
+    applied. `asker` is the calling node (this one for a local call)."""
+
+    name: str
+    args: list[Any]
+    asker: str
+    confirmed: bool = False
 
 
 def run_rpc(functions: Mapping[str, Callable[..., Any]], name: str,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
-from ..core import CoreConfig, Entry, Message, RaftCore
+from ..core import CoreConfig, Entry, Message, RaftCore, ReadState
 from ..storage import MemoryStorage
 
 _MAX_BATCHES = 100
@@ -22,8 +22,18 @@ class Host:
     what the storage holds, under a fresh session id (`<id>.<incarnation>`).
     """
 
-    __slots__ = ("acked", "applied", "config", "core", "core_class", "id", "incarnation",
-                 "storage")
+    __slots__ = (
+        "_reads",
+        "acked",
+        "applied",
+        "config",
+        "core",
+        "core_class",
+        "id",
+        "incarnation",
+        "reads_done",
+        "storage",
+    )
 
     def __init__(
         self, config: CoreConfig, rng: random.Random, core_class: type[RaftCore] = RaftCore
@@ -35,6 +45,8 @@ class Host:
         self.incarnation = 0
         self.applied: list[Entry] = []
         self.acked: list[tuple[str, int]] = []  # own proposals seen committed, in order
+        self._reads: list[ReadState] = []  # read indexes handed over, not yet applied
+        self.reads_done: list[ReadState] = []  # reads this node may answer: index applied
         self.core: RaftCore | None = None
         self.restart(rng)
 
@@ -69,6 +81,7 @@ class Host:
         self.config = replace(self.config, session=self.session)
         hard_state, entries = self.storage.load()
         self.applied = []  # the state machine is rebuilt from the log
+        self._reads = []
         self.core = self.core_class(self.config, rng, hard_state, entries)
         return self.core
 
@@ -92,5 +105,10 @@ class Host:
                 if e.client == self.config.session:
                     self.acked.append((e.client, e.seq))
             core.advance(rd)
+            self._reads.extend(rd.reads)
+            if self._reads:
+                applied = len(self.applied)
+                self.reads_done.extend(r for r in self._reads if r.index <= applied)
+                self._reads = [r for r in self._reads if r.index > applied]
         raise ProtocolViolation(f"node {self.id}: has_ready() still true after {_MAX_BATCHES} "
                                 "batches")

@@ -2,20 +2,23 @@
 
 Time is counted in moments; every node ticks once per `TICK` moments, at its own phase.
 The network delays, reorders, drops and duplicates messages; partitions come and heal;
-nodes pause, crash and restart from what they persisted. Clients propose at random
-nodes. The safety checker runs after every step. At the end everything heals and the
-cluster must settle: one leader, and every proposal accounted for.
+nodes pause, crash and restart from what they persisted. Clients propose and read at
+random nodes. The safety checker runs after every step, and every read is checked to be
+linearizable: answered at an index that holds every entry committed before it was asked.
+At the end everything heals and the cluster must settle: one leader, every proposal
+accounted for, every read answered.
 """
 
 from __future__ import annotations
 
+import functools
 import heapq
 import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from ..core import CoreConfig, Message, RaftCore, Role
+from ..core import CoreConfig, Message, RaftCore, ReadState, Role
 from ._checks import SafetyChecker, SafetyViolation
 from ._host import Host
 
@@ -45,6 +48,7 @@ class SimResult:
     leaders: int
     proposals: int
     committed: int
+    reads: int
     crashes: int
     partitions: int
 
@@ -93,6 +97,7 @@ class _Profile:
     depose: float  # chance that a new leader is cut off, or crashes within a few steps
     isolate: float  # share of deposed leaders that are cut off rather than crashed
     propose_rate: float  # per tick
+    read_rate: float  # per tick
     core: CoreConfig
 
 
@@ -130,6 +135,7 @@ def _draw_profile(rng: random.Random, cfg: SimConfig) -> _Profile:
         depose=(0.9 if storm else c((0.0, 0.0, 0.1, 0.3))) if f else 0.0,
         isolate=0.8 if storm else 0.5,
         propose_rate=0.3 if storm else c((0.1, 0.3, 1.0)),
+        read_rate=c((0.1, 0.3, 1.0)),
         core=core,
     )
 
@@ -165,6 +171,11 @@ class Simulation:
         self._doomed: dict[str, int] = {}  # node -> steps left before it crashes mid-batch
         self.proposals: dict[tuple[str, int], tuple[bytes, int]] = {}  # -> data, moment
         self.acks: dict[tuple[str, int], int] = {}  # -> moment seen committed by its proposer
+        # Reads not yet answered: context -> [node, highest index committed anywhere when
+        # it was asked, moment last asked]. A driver asks again when no answer comes.
+        self.reads: dict[str, list[int | str]] = {}
+        self.reads_asked = self.reads_served = 0
+        self._reads_seen = dict.fromkeys(self.ids, 0)
         self.crashes = self.partitions = 0
         self._trace: deque[str] | None = deque(maxlen=config.trace) if config.trace else None
 
@@ -184,7 +195,8 @@ class Simulation:
         return SimResult(
             seed=self.seed, nodes=len(self.ids), steps=self.steps, ticks=self.now // TICK,
             leaders=len(self.checker.leaders), proposals=len(self.proposals),
-            committed=committed, crashes=self.crashes, partitions=self.partitions,
+            committed=committed, reads=self.reads_served, crashes=self.crashes,
+            partitions=self.partitions,
         )
 
     def _settle(self) -> None:
@@ -214,6 +226,8 @@ class Simulation:
             h = self.hosts[i]
             if self._phase[i] == phase and h.up and self._paused_until[i] <= now:
                 self._step(h, "tick", RaftCore.tick)
+        if self.reads and phase == 0:
+            self._ask_again()
         if chaos:
             self._chaos()
         for i in self.ids:
@@ -243,6 +257,10 @@ class Simulation:
         for key in acked[self._acks_seen[host.id]:]:
             self.acks[key] = self.now
         self._acks_seen[host.id] = len(acked)
+        done = host.reads_done
+        for read in done[self._reads_seen[host.id]:]:
+            self._answered(host.id, read)
+        self._reads_seen[host.id] = len(done)
 
     def _fails_now(self, host: Host, elected: bool) -> bool:
         """Whether this step crashes its node between persisting and sending."""
@@ -302,6 +320,8 @@ class Simulation:
         p, r = self.profile, self.rng.random
         if r() < p.propose_rate / TICK:
             self._propose()
+        if r() < p.read_rate / TICK:
+            self._read()
         if self._heal_at >= 0 and self.now >= self._heal_at:
             self._heal()
         if self._heal_at < 0 and r() < p.partition_rate / TICK:
@@ -325,6 +345,39 @@ class Simulation:
         seqs: list[int] = []
         self._step(host, f"propose {data.decode()}", lambda c: seqs.append(c.propose(data)))
         self.proposals[(host.session, seqs[0])] = (data, self.now)
+
+    def _read(self) -> None:
+        ready = [i for i in self.ids if self.hosts[i].up and self._paused_until[i] <= self.now]
+        if not ready:
+            return
+        host = self.hosts[self.rng.choice(ready)]
+        self.reads_asked += 1
+        context = f"r{self.reads_asked}"
+        self.reads[context] = [host.id, len(self.checker.committed), self.now]
+        self._step(host, f"read {context}", lambda c: c.read_index(context))
+
+    def _ask_again(self) -> None:
+        """A read unanswered for an election timeout is asked again, as a driver does."""
+        due = self.now - self.profile.core.election_ticks[0] * TICK
+        for context, read in list(self.reads.items()):
+            node, asked = str(read[0]), int(read[2])
+            host = self.hosts[node]
+            if asked <= due and host.up and self._paused_until[node] <= self.now:
+                read[2] = self.now
+                self._step(host, f"read {context} again",
+                           functools.partial(RaftCore.read_index, context=context))
+
+    def _answered(self, node: str, read: ReadState) -> None:
+        asked = self.reads.get(read.context)
+        if asked is None or asked[0] != node:
+            return  # answered already, or asked of a node that crashed since
+        del self.reads[read.context]
+        self.reads_served += 1
+        floor = int(asked[1])
+        if read.index < floor:
+            raise SafetyViolation(
+                f"stale read: {read.context} at {node}, asked when entry {floor} was "
+                f"committed, was answered at index {read.index}")
 
     def _partition(self) -> None:
         self.partitions += 1
@@ -359,6 +412,7 @@ class Simulation:
         self.crashes += 1
         self._doomed.pop(i, None)
         self.checker.crashed(i)
+        self.reads = {k: v for k, v in self.reads.items() if v[0] != i}
         self._paused_until[i] = 0
         self._down_until[i] = self.now + self.rng.randint(1, self.profile.outage) * TICK
         self._note(f"{i}: {how}, down until t={self._down_until[i] / TICK:g}")
@@ -389,7 +443,7 @@ class Simulation:
     def _quiet(self) -> bool:
         cores = [self.hosts[i].live() for i in self.ids]
         leaders = [c for c in cores if c.role is Role.LEADER]
-        if len(leaders) != 1:
+        if len(leaders) != 1 or self.reads:
             return False
         lead = leaders[0]
         last, term = lead.log.last_index, lead.log.last_term
@@ -406,6 +460,8 @@ class Simulation:
             parts.append(f"{i}: term {c.term} {c.role.value} leader {c.leader} last "
                          f"{c.log.last_index} commit {c.log.commit} pending "
                          f"{c.pending_proposals}")
+        if self.reads:
+            parts.append(f"reads unanswered: {sorted(self.reads)[:5]}")
         return "; ".join(parts)
 
     def _final_checks(self) -> int:

@@ -23,14 +23,16 @@ _CHUNK = 25
 
 
 def _run_chunk(seeds: range, config: SimConfig,
-               core_class: type[RaftCore] = RaftCore) -> tuple[int, list[str]]:
-    steps, failures = 0, []
+               core_class: type[RaftCore] = RaftCore) -> tuple[int, int, list[str]]:
+    steps, reads, failures = 0, 0, []
     for seed in seeds:
         try:
-            steps += run_seed(seed, config, core_class).steps
+            result = run_seed(seed, config, core_class)
         except SimulationFailure as exc:
             failures.append(str(exc))
-    return steps, failures
+        else:
+            steps, reads = steps + result.steps, reads + result.reads
+    return steps, reads, failures
 
 
 def _chunks(seeds: range) -> Iterator[range]:
@@ -43,20 +45,20 @@ def run(seeds: range, config: SimConfig, jobs: int = 1, progress: bool = False,
     """Run `seeds`, print a report, and return the number of violations. With `jobs` > 1,
     `core_class` must be importable by the worker processes."""
     started = time.perf_counter()
-    steps, failures, done = 0, [], 0
+    steps, reads, failures, done = 0, 0, [], 0
     chunks = list(_chunks(seeds))
     if jobs > 1 and len(chunks) > 1:
         with ProcessPoolExecutor(jobs) as pool:
             results = pool.map(_run_chunk, chunks, [config] * len(chunks),
                                [core_class] * len(chunks))
-            for chunk, (n, failed) in zip(chunks, results, strict=True):
-                steps, done = steps + n, done + len(chunk)
+            for chunk, (n, r, failed) in zip(chunks, results, strict=True):
+                steps, reads, done = steps + n, reads + r, done + len(chunk)
                 failures += failed
                 _report_progress(progress, done, len(seeds), failed)
     else:
         for chunk in chunks:
-            n, failed = _run_chunk(chunk, config, core_class)
-            steps, done = steps + n, done + len(chunk)
+            n, r, failed = _run_chunk(chunk, config, core_class)
+            steps, reads, done = steps + n, reads + r, done + len(chunk)
             failures += failed
             _report_progress(progress, done, len(seeds), failed)
     elapsed = time.perf_counter() - started
@@ -64,7 +66,7 @@ def run(seeds: range, config: SimConfig, jobs: int = 1, progress: bool = False,
         print(failure, end="\n\n")
     first, last = seeds.start, seeds.stop - 1
     print(f"seeds: {len(seeds)} ({first}..{last})  violations: {len(failures)}  "
-          f"steps: {steps}  time: {elapsed:.1f}s")
+          f"steps: {steps}  reads checked: {reads}  time: {elapsed:.1f}s")
     return len(failures)
 
 
