@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from functools import partial
 from typing import Any
 
 MASK = (1 << 61) - 1
@@ -30,7 +31,8 @@ def fold(state: tuple[int, int], value: int) -> tuple[int, int]:
 
 
 class Conflux:
-    """A conflux_redux store on Redis; `via` picks store.dispatch or node.append."""
+    """A conflux_redux store on Redis; `via` picks store.dispatch, node.append or
+    store.read (a linearizable read: ReadIndex)."""
 
     def __init__(self, a: argparse.Namespace) -> None:
         from pydux import create_store
@@ -50,17 +52,17 @@ class Conflux:
     def role(self) -> dict[str, Any]:
         return {"leader": self.node.is_leader(), "leader_id": self.node.leader_id}
 
-    def submit(self, value: int, via: str, done: Done) -> None:
+    def _start(self, value: int, via: str) -> Future[Any]:
+        if via == "read":
+            return self.store.read()
         action = {"type": "add", "v": value}
-        fut: Future[Any] = (self.store.dispatch(action) if via == "dispatch"
-                            else self.node.append(action))
-        fut.add_done_callback(lambda f: done(f.exception() is None))
+        return self.store.dispatch(action) if via == "dispatch" else self.node.append(action)
+
+    def submit(self, value: int, via: str, done: Done) -> None:
+        self._start(value, via).add_done_callback(lambda f: done(f.exception() is None))
 
     def call(self, value: int, via: str) -> None:
-        action = {"type": "add", "v": value}
-        fut: Future[Any] = (self.store.dispatch(action) if via == "dispatch"
-                            else self.node.append(action))
-        fut.result(30)
+        self._start(value, via).result(30)
 
     def state(self) -> tuple[int, int]:
         s = self.store.get_state()
@@ -71,7 +73,8 @@ class Conflux:
 
 
 class PySyncObjPeer:
-    """PySyncObj with its own TCP transport and default options."""
+    """PySyncObj with its own TCP transport and default options. It has no ReadIndex: a
+    linearizable read goes through its log, as a replicated call that returns the value."""
 
     def __init__(self, a: argparse.Namespace) -> None:
         from pysyncobj import SyncObj, SyncObjConf, replicated
@@ -87,6 +90,10 @@ class PySyncObjPeer:
             def add(self, v: int) -> None:
                 self.value = fold(self.value, v)
 
+            @replicated  # type: ignore[misc]
+            def read(self) -> tuple[int, int]:
+                return self.value
+
         members = a.members.split(",")
         self.obj = Counter(a.id, [m for m in members if m != a.id])
 
@@ -96,10 +103,14 @@ class PySyncObjPeer:
                 "leader_id": None if leader is None else str(leader)}
 
     def submit(self, value: int, via: str, done: Done) -> None:
-        self.obj.add(value, callback=lambda _res, err: done(err == 0))
+        call = self.obj.read if via == "read" else partial(self.obj.add, value)
+        call(callback=lambda _res, err: done(err == 0))
 
     def call(self, value: int, via: str) -> None:
-        self.obj.add(value, sync=True, timeout=30)
+        if via == "read":
+            self.obj.read(sync=True, timeout=30)
+        else:
+            self.obj.add(value, sync=True, timeout=30)
 
     def state(self) -> tuple[int, int]:
         return self.obj.value  # type: ignore[no-any-return]

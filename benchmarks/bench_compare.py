@@ -11,9 +11,13 @@ Both replicate the same state machine (benchmarks/_peer.py). Scenarios, per roun
   (b) pipelined from the leader, --window in flight: throughput
   (c) every node pipelined at once, --all-window in flight each: throughput in all
   (d) sequential from a follower, one call at a time: latency p50
+  (e), (f) linearizable reads, one at a time, on the leader and on a follower: latency
+      p50 (Conflux: store.read, ReadIndex; PySyncObj has none: a replicated call that
+      returns the value, its log's round trip)
+  (g) linearizable reads pipelined from a follower: throughput
   conflux only: store.dispatch against RaftNode.append, pipelined, leader and follower
   idle CPU of the cluster (nodes, and redis-server), resident memory per node
-  with --five: (a), (b) and (d) on 5 nodes
+  with --five: (a), (b), (d), (e) and (f) on 5 nodes
 
 At the end of each system's turn every replica must hold the same count and hash.
 Medians over the rounds, and the ratio per round (>1: Conflux is better).
@@ -170,6 +174,10 @@ def latency(c: Cluster, a: argparse.Namespace, prefix: str = "") -> dict[str, fl
         f"{prefix}(a) leader, sequential p50 (ms)": 1000 * c.seq(c.leader, a.seq)["p50"],
         f"{prefix}(d) follower, sequential p50 (ms)": 1000 * c.seq(c.followers[0],
                                                                   a.seq)["p50"],
+        f"{prefix}(e) leader, linearizable read p50 (ms)": 1000 * c.seq(
+            c.leader, a.seq, via="read")["p50"],
+        f"{prefix}(f) follower, linearizable read p50 (ms)": 1000 * c.seq(
+            c.followers[0], a.seq, via="read")["p50"],
     }
 
 
@@ -196,6 +204,8 @@ def throughput(c: Cluster, a: argparse.Namespace, conflux: bool) -> dict[str, fl
         m["follower, store.dispatch pipelined (ops/s)"] = rate(
             c.pipe(c.followers[0], a.n, a.window, via="dispatch"))
     m["(c) all nodes, pipelined (ops/s)"] = c.pipe_all(a.n // 3, a.all_window)
+    m["(g) follower, linearizable reads pipelined (ops/s)"] = rate(
+        c.pipe(c.followers[0], a.n, a.window, via="read"))
     return m
 
 
