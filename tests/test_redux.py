@@ -864,3 +864,22 @@ def test_dispatch_takes_a_timeout(namespace: str) -> None:
             store.dispatch({"type": "append", "item": "late"}, timeout=0.2).result(10)
     finally:
         c.close()
+
+
+def test_the_store_worker_forgets_the_timers_of_settled_futures() -> None:
+    # A perform's timeout stayed in the worker's table, with its future, until it fired.
+    from conflux_redux._worker import Worker
+
+    worker = Worker("timers")
+    fired: list[int] = []
+    try:
+        live: Future[Any] = Future()
+        worker.at(time.monotonic() + 0.2, lambda: fired.append(1), live)
+        for _ in range(10_000):
+            settled: Future[Any] = Future()
+            settled.set_result(None)
+            worker.at(time.monotonic() + 3600, lambda: fired.append(2), settled)
+        assert len(worker._timers) <= 2048  # swept: the live one and a bounded rest
+        wait_for(lambda: fired == [1], what="the live timer to fire")
+    finally:
+        worker.close()
