@@ -175,6 +175,25 @@ class ReadsBeforeTheNoop(RaftCore):
         self._round_wanted = True
 
 
+class SnapshotPastItsData(RaftCore):
+    """Sends snapshots that claim one entry more than their data holds."""
+
+    def _send_chunk(self, peer: str, pr: Any) -> None:
+        super()._send_chunk(peer, pr)
+        m = self._msgs[-1]
+        claimed = m.index + 1
+        term = self.log.term_at(claimed)
+        if term is not None:
+            self._msgs[-1] = replace(m, index=claimed, log_term=term)
+
+
+class SnapshotWithoutSessions(RaftCore):
+    """Leaves the de-duplication sessions out of its snapshots."""
+
+    def sessions_at(self, index: int) -> tuple[tuple[str, int], ...]:
+        return ()
+
+
 BROKEN = [
     (QuorumOffByOne, MIXED_CONFIG, MIXED),
     (VoteWithoutLogCheck, MIXED_CONFIG, MIXED),
@@ -183,6 +202,8 @@ BROKEN = [
     (NoDedup, MIXED_CONFIG, MIXED),
     (UnconfirmedReads, MIXED_CONFIG, MIXED),
     (ReadsBeforeTheNoop, MIXED_CONFIG, MIXED),
+    (SnapshotPastItsData, MIXED_CONFIG, MIXED),
+    (SnapshotWithoutSessions, MIXED_CONFIG, MIXED),
 ]
 
 

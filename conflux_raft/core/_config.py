@@ -20,6 +20,7 @@ class CoreConfig:
     max_msg_bytes: int = 1 << 20
     max_inflight: int = 64
     max_inflight_bytes: int = 1 << 25
+    max_snapshot_chunk: int = 1 << 20  # bytes of a snapshot per SNAPSHOT message
     pre_vote: bool = True
     check_quorum: bool = True
 
@@ -35,6 +36,6 @@ class CoreConfig:
         if not 1 <= self.heartbeat_ticks < lo:
             raise ConfigError("heartbeat_ticks must be at least 1 and below election_ticks")
         if min(self.max_msg_entries, self.max_msg_bytes, self.max_inflight,
-               self.max_inflight_bytes) < 1:
-            raise ConfigError("max_msg_entries, max_msg_bytes, max_inflight and "
-                              "max_inflight_bytes must be >= 1")
+               self.max_inflight_bytes, self.max_snapshot_chunk) < 1:
+            raise ConfigError("max_msg_entries, max_msg_bytes, max_inflight, "
+                              "max_inflight_bytes and max_snapshot_chunk must be >= 1")

@@ -75,6 +75,27 @@ class RaftLog:
         next(ends)  # the initial value
         self._ends.extend(ends)
 
+    def compact_to(self, index: int) -> None:
+        """Drop the entries up to `index` (applied ones only): a snapshot holds them."""
+        if not self.offset <= index <= self.applied:
+            raise AssertionError(f"compacting to {index}: offset {self.offset}, applied "
+                                 f"{self.applied}")
+        cut = index - self.offset
+        if cut == 0:
+            return
+        self.offset_term = self._entries[cut - 1].term
+        self.offset = index
+        base = self._ends[cut - 1]
+        del self._entries[:cut]
+        self._ends = [end - base for end in self._ends[cut:]]
+
+    def restore(self, index: int, term: int) -> None:
+        """Start over after a snapshot of entries up to `index` (of `term`): no entry is
+        left, and everything up to `index` counts as committed and applied."""
+        self._entries, self._ends = [], []
+        self.offset, self.offset_term = index, term
+        self.commit = self.applied = index
+
     def truncate_after(self, index: int) -> None:
         """Drop every entry after `index` (never a committed one)."""
         if index < self.commit:

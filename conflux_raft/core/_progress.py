@@ -1,8 +1,9 @@
 """The leader's view of one follower: a small state machine (etcd's tracker.Progress).
 
 PROBE: one append at a time, until the follower answers; REPLICATE: appends pipelined
-within an inflight window bounded in count and bytes; SNAPSHOT: reserved for
-InstallSnapshot.
+within an inflight window bounded in count and bytes; SNAPSHOT: the entries the
+follower needs are compacted, so the snapshot goes one chunk per answer, and appends
+wait until the follower holds it.
 """
 
 from __future__ import annotations
@@ -57,17 +58,20 @@ class Progress:
     hold) and `next` (the next index to send), and how to send."""
 
     __slots__ = ("_heartbeat_match", "commit_sent", "inflights", "match", "next",
-                 "probe_sent", "recent_active", "state")
+                 "pending_snapshot", "probe_sent", "recent_active", "snapshot_offset",
+                 "state")
 
     def __init__(self, next_index: int, max_inflight: int, max_inflight_bytes: int) -> None:
         self.match = 0
         self.next = next_index
         self.state = ProgressState.PROBE
-        self.probe_sent = False  # PROBE: an append is out; wait for its answer
+        self.probe_sent = False  # PROBE: an append is out (SNAPSHOT: a chunk); wait for it
         self.inflights = Inflights(max_inflight, max_inflight_bytes)
         self.recent_active = False  # heard from since the last check-quorum
         self.commit_sent = 0  # the highest commit index an append let the follower reach
         self._heartbeat_match = -1  # match at the previous heartbeat
+        self.pending_snapshot = 0  # SNAPSHOT: the index of the snapshot being sent
+        self.snapshot_offset = 0  # SNAPSHOT: where the chunk last sent starts
 
     def __repr__(self) -> str:
         return (f"Progress({self.state.value}, match={self.match}, next={self.next}, "
@@ -77,6 +81,13 @@ class Progress:
 
     def become_probe(self, next_index: int) -> None:
         self.state, self.probe_sent, self.next = ProgressState.PROBE, False, next_index
+        self.inflights.reset()
+
+    def become_snapshot(self, index: int) -> None:
+        """The entries the follower needs are compacted: send the snapshot at `index`, one
+        chunk at a time, from its first byte."""
+        self.state, self.probe_sent = ProgressState.SNAPSHOT, False
+        self.pending_snapshot, self.snapshot_offset = index, 0
         self.inflights.reset()
 
     def become_replicate(self) -> None:

@@ -10,15 +10,29 @@ swap, along with the tick function.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import random
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from ._config import CoreConfig
 from ._log import RaftLog
 from ._progress import Progress, ProgressState
 from ._quorum import MajorityConfig, VoteResult
 from ._sessions import ProposalQueue, SessionTable
-from ._types import Entry, EntryKind, HardState, Message, MsgType, ReadState, Ready, Role
+from ._types import (
+    Entry,
+    EntryKind,
+    HardState,
+    Message,
+    MsgType,
+    ReadState,
+    Ready,
+    Role,
+    Snapshot,
+)
 
 _RAFT_TYPES = frozenset(
     {
@@ -28,10 +42,14 @@ _RAFT_TYPES = frozenset(
         MsgType.VOTE_RESP,
         MsgType.APPEND,
         MsgType.APPEND_RESP,
+        MsgType.SNAPSHOT,
+        MsgType.SNAPSHOT_RESP,
     }
 )
+_FROM_LEADER = frozenset({MsgType.APPEND, MsgType.SNAPSHOT})
 _VOTE_REQUESTS = frozenset({MsgType.VOTE, MsgType.PRE_VOTE})
-_ROUND_CARRIERS = frozenset({MsgType.APPEND, MsgType.APPEND_RESP})
+_ROUND_CARRIERS = frozenset({MsgType.APPEND, MsgType.APPEND_RESP, MsgType.SNAPSHOT,
+                             MsgType.SNAPSHOT_RESP})
 _READS = frozenset({MsgType.READ_INDEX, MsgType.READ_INDEX_RESP})
 _UNBOUNDED = 1 << 62
 
@@ -45,16 +63,26 @@ class RaftCore:
         rng: random.Random,
         hard_state: HardState | None = None,
         entries: tuple[Entry, ...] | list[Entry] = (),
+        snapshot: Snapshot | None = None,
     ) -> None:
         config.validate()
         self.cfg = config
         self.id = config.id
         self._rng = rng
         hs = hard_state or HardState()
-        self.log = RaftLog(entries)
+        # The latest snapshot: what the log's compacted prefix was, and what a follower
+        # behind it is sent. Its sessions are the base of the leader's de-duplication.
+        self.snapshot = snapshot
+        base = 0 if snapshot is None else snapshot.index
+        self.log = RaftLog([e for e in entries if e.index > base], base,
+                           0 if snapshot is None else snapshot.term)
+        self._base_sessions: dict[str, int] = dict(snapshot.sessions if snapshot else ())
+        self._incoming: _Incoming | None = None  # a snapshot being received, in chunks
+        self._outgoing: dict[str, Snapshot] = {}  # leader: the snapshot each follower gets
+        self._received: Snapshot | None = None  # installed: the next ready() hands it over
         self.term = hs.term
         self.vote = hs.vote
-        self.log.commit = min(hs.commit, self.log.last_index)
+        self.log.commit = max(min(hs.commit, self.log.last_index), base)
         self.role = Role.FOLLOWER
         self.leader: str | None = None
         self.voters = MajorityConfig(config.voters)
@@ -140,6 +168,33 @@ class RaftCore:
             self._msgs.append(Message(MsgType.READ_INDEX, self.id, self.leader,
                                       term=self.term, context=context))
 
+    def compact(self, snapshot: Snapshot, keep: int = 0) -> None:
+        """The driver persisted `snapshot` (of applied entries): drop the log up to it,
+        but for the last `keep` entries, kept for followers a little behind."""
+        if snapshot.index > self.log.applied:
+            raise ValueError(f"snapshot {snapshot.index} is beyond what was applied "
+                             f"({self.log.applied})")
+        if self.snapshot is None or snapshot.index > self.snapshot.index:
+            self.snapshot = snapshot
+            self._base_sessions = dict(snapshot.sessions)
+        self.log.compact_to(max(self.log.offset, min(snapshot.index - keep,
+                                                     self.log.applied)))
+
+    def sessions_at(self, index: int) -> tuple[tuple[str, int], ...]:
+        """The highest seq of each session in the log up to `index`, for a snapshot
+        there (`index` at or after the latest snapshot, and held)."""
+        top = dict(self._base_sessions)
+        first = self.snapshot.index + 1 if self.snapshot is not None else 1
+        for e in self.log.slice(first, index + 1, _UNBOUNDED, _UNBOUNDED):
+            if e.client and e.seq > top.get(e.client, 0):
+                top[e.client] = e.seq
+        return tuple(sorted(top.items()))
+
+    @property
+    def incoming_snapshot_bytes(self) -> int:
+        """How much of a snapshot from the leader has arrived so far (0 when none is)."""
+        return len(self._incoming.data) if self._incoming is not None else 0
+
     @property
     def pending_proposals(self) -> int:
         return len(self.proposals)
@@ -178,9 +233,9 @@ class RaftCore:
                 return False  # a leader was heard recently: this candidate must not disrupt it
             if m.type is MsgType.PRE_VOTE or (m.type is MsgType.PRE_VOTE_RESP and not m.reject):
                 return True  # pre-votes never change terms
-            self._become_follower(m.term, m.src if m.type is MsgType.APPEND else None)
+            self._become_follower(m.term, m.src if m.type in _FROM_LEADER else None)
         elif m.term < self.term:
-            if m.type is MsgType.APPEND:
+            if m.type in _FROM_LEADER:
                 # A stale leader: tell it our term so that it steps down.
                 self._send(MsgType.APPEND_RESP, m.src)
             elif m.type is MsgType.PRE_VOTE:
@@ -200,6 +255,7 @@ class RaftCore:
             or self._commit_to_send()
             or self._round_wanted
             or bool(self._read_states)
+            or self._received is not None
         )
 
     def _commit_to_send(self) -> bool:
@@ -236,10 +292,12 @@ class RaftCore:
             committed=tuple(self.log.slice(self.log.applied + 1, self.log.commit + 1,
                                            _UNBOUNDED, _UNBOUNDED)),
             reads=tuple(self._read_states),
+            snapshot=self._received,
         )
         self._saved = hs
         self._msgs = []
         self._read_states = []
+        self._received = None
         return rd
 
     def advance(self, rd: Ready) -> None:
@@ -263,7 +321,7 @@ class RaftCore:
             self.proposals.forget_acks()  # what an older term's leader acked may be lost
         self.role = Role.FOLLOWER
         self._step, self._tick = self._step_follower, self._tick_election
-        self._progress = {}
+        self._progress, self._outgoing = {}, {}
         self._drop_reads()
         self._set_leader(leader)
         self._reset_timeout()
@@ -303,7 +361,8 @@ class RaftCore:
         self._progress = {p: Progress(last + 1, cfg.max_inflight, cfg.max_inflight_bytes)
                           for p in self._peers}
         self._drop_reads()
-        self.sessions.rebuild(self.log.entries_from(1))
+        self._outgoing = {}
+        self.sessions.rebuild(self._base_sessions.items(), self.log.entries_from(1))
         self._append([Entry(self.term, last + 1, b"", EntryKind.NOOP)])
 
     def _won(self, pre: bool) -> None:
@@ -344,13 +403,15 @@ class RaftCore:
     def _step_leader(self, m: Message) -> None:
         if m.type is MsgType.APPEND_RESP:
             self._handle_append_resp(m)
+        elif m.type is MsgType.SNAPSHOT_RESP:
+            self._handle_snapshot_resp(m)
         elif m.type is MsgType.PROPOSE:
             self._handle_propose(m)
 
     def _step_candidate(self, m: Message) -> None:
-        if m.type is MsgType.APPEND:  # a leader of this term exists
+        if m.type in _FROM_LEADER:  # a leader of this term exists
             self._become_follower(m.term, m.src)
-            self._handle_append(m)
+            self._step_follower(m)
         elif m.type is MsgType.PROPOSE:
             self._redirect_proposals(m)
         elif m.type is MsgType.PRE_VOTE_RESP and self.role is Role.PRE_CANDIDATE:
@@ -362,6 +423,8 @@ class RaftCore:
     def _step_follower(self, m: Message) -> None:
         if m.type is MsgType.APPEND:
             self._handle_append(m)
+        elif m.type is MsgType.SNAPSHOT:
+            self._handle_snapshot(m)
         elif m.type is MsgType.PROPOSE:
             self._redirect_proposals(m)
 
@@ -436,7 +499,12 @@ class RaftCore:
         for peer in self._peers:
             pr = self._progress[peer]
             pr.heartbeat(last)
-            if pr.state is ProgressState.PROBE and not pr.probe_sent:
+            if pr.state is ProgressState.SNAPSHOT:
+                if pr.probe_sent:  # unanswered by the next heartbeat, it counts as lost
+                    pr.probe_sent = False
+                else:
+                    self._send_chunk(peer, pr)
+            elif pr.state is ProgressState.PROBE and not pr.probe_sent:
                 self._send_append(peer, pr, empty_ok=True)
             else:
                 self._send_commit(peer, pr)
@@ -459,8 +527,12 @@ class RaftCore:
     def _send_append(self, peer: str, pr: Progress, empty_ok: bool) -> None:
         prev = pr.next - 1
         prev_term = self.log.term_at(prev)
-        if prev_term is None:  # compacted away: needs a snapshot (not yet supported)
-            raise AssertionError(f"entry {prev} for {peer} is not in the log")
+        if prev_term is None:  # compacted away: the follower needs the snapshot
+            assert self.snapshot is not None
+            self._outgoing[peer] = self.snapshot  # kept to the end, if newer ones come
+            pr.become_snapshot(self.snapshot.index)
+            self._send_chunk(peer, pr)
+            return
         entries = tuple(
             self.log.slice(pr.next, self.log.last_index + 1, self.cfg.max_msg_entries,
                            self.cfg.max_msg_bytes)
@@ -508,14 +580,8 @@ class RaftCore:
             return
         pr.recent_active = True
         pr.responded()
-        if m.context:  # any answer in this term confirms the rounds it echoes
-            answered = int(m.context)
-            if answered > self._read_round:
-                self.malformed += 1
-                return
-            if answered > self._acked_rounds.get(m.src, 0):
-                self._acked_rounds[m.src] = answered
-                self._release_reads()
+        if not self._ack_round(m):
+            return
         if m.reject:
             hint_next = self.log.conflict_hint(m.hint, m.hint_term) + 1
             if pr.maybe_decr_to(m.index, m.hint, hint_next):
@@ -523,9 +589,109 @@ class RaftCore:
             return
         if pr.maybe_update(m.index):
             self._maybe_commit()
+        if pr.state is ProgressState.SNAPSHOT:
+            if pr.match < pr.pending_snapshot:
+                return  # an answer from before the snapshot was sent
+            pr.become_probe(pr.match + 1)
+            self._outgoing.pop(m.src, None)
         if pr.state is ProgressState.PROBE:
             pr.become_replicate()
         self._send_appends(m.src)  # has_ready() does not look for sendable entries
+
+    def _ack_round(self, m: Message) -> bool:
+        """Any answer in this term confirms the read rounds it echoes; False for a round
+        never sent (counted as malformed)."""
+        if not m.context:
+            return True
+        answered = int(m.context)
+        if answered > self._read_round:
+            self.malformed += 1
+            return False
+        if answered > self._acked_rounds.get(m.src, 0):
+            self._acked_rounds[m.src] = answered
+            self._release_reads()
+        return True
+
+    # ---- snapshots (InstallSnapshot, in chunks) -------------------------------------------
+
+    def _send_chunk(self, peer: str, pr: Progress) -> None:
+        """The chunk of its snapshot the follower asked for; one at a time."""
+        snap = self._outgoing[peer]
+        at = pr.snapshot_offset
+        payload: dict[str, Any] = {
+            "data": base64.b64encode(snap.data[at : at + self.cfg.max_snapshot_chunk]).decode()}
+        if at == 0:
+            payload["voters"] = list(snap.voters)
+            payload["sessions"] = [list(s) for s in snap.sessions]
+        self._msgs.append(
+            Message(MsgType.SNAPSHOT, self.id, peer, term=self.term, index=snap.index,
+                    log_term=snap.term, commit=self.log.commit, hint=at,
+                    hint_term=len(snap.data), context=self._round_context, payload=payload)
+        )
+        pr.probe_sent = True
+
+    def _handle_snapshot_resp(self, m: Message) -> None:
+        pr = self._progress.get(m.src)
+        if pr is None:
+            return
+        pr.recent_active = True
+        if not self._ack_round(m) or pr.state is not ProgressState.SNAPSHOT:
+            return
+        if m.index != pr.pending_snapshot:
+            return  # about a snapshot this leader no longer sends
+        if m.hint > len(self._outgoing[m.src].data):
+            self.malformed += 1
+            return
+        if m.hint == pr.snapshot_offset and pr.probe_sent:
+            return  # the answer to a copy: the chunk it asks for is on its way
+        pr.snapshot_offset = m.hint
+        self._send_chunk(m.src, pr)
+
+    def _handle_snapshot(self, m: Message) -> None:
+        self._election_elapsed = 0
+        self._set_leader(m.src)
+        log = self.log
+        if m.index <= log.commit:  # it holds all of that already
+            self._send(MsgType.APPEND_RESP, m.src, index=log.commit, context=m.context)
+            return
+        if log.matches(m.index, m.log_term):  # §7: the log goes on past it; keep that
+            log.commit = m.index
+            self._incoming = None
+            self._send(MsgType.APPEND_RESP, m.src, index=m.index, context=m.context)
+            return
+        chunk = _chunk(m)
+        if chunk is None:
+            self.malformed += 1
+            return
+        inc = self._incoming
+        if m.hint == 0:
+            inc = self._incoming = _Incoming(m.index, m.log_term, m.hint_term, *chunk[1:])
+        same = inc is not None and (inc.index, inc.term, inc.size) == (m.index, m.log_term,
+                                                                          m.hint_term)
+        if inc is None or not same or m.hint != len(inc.data):
+            want = len(inc.data) if inc is not None and same else 0
+            self._send(MsgType.SNAPSHOT_RESP, m.src, index=m.index, hint=want,
+                       context=m.context)
+            return
+        inc.data += chunk[0]
+        if len(inc.data) > inc.size:
+            self._incoming = None
+            self.malformed += 1
+            return
+        if len(inc.data) < inc.size:
+            self._send(MsgType.SNAPSHOT_RESP, m.src, index=m.index, hint=len(inc.data),
+                       context=m.context)
+            return
+        self._incoming = None
+        snap = Snapshot(inc.index, inc.term, inc.voters, bytes(inc.data), inc.sessions)
+        # Nothing of this log follows the snapshot (it does not hold the snapshot's last
+        # entry): start over from it.
+        log.restore(snap.index, snap.term)
+        self._unstable_from = None
+        self.snapshot = self._received = snap
+        self._base_sessions = dict(snap.sessions)
+        self.proposals.committed_through(self._base_sessions.get(self.cfg.session, 0))
+        self._send(MsgType.APPEND_RESP, m.src, index=snap.index, context=m.context)
 
     # ---- reads (ReadIndex, §6.4) ------------------------------------------------------
 
@@ -654,7 +820,42 @@ def _well_formed(m: Message) -> bool:
         return m.index <= m.hint + 1  # the seq wanted next follows what is held
     if m.type in _READS:
         return bool(m.context)
+    if m.type is MsgType.SNAPSHOT:
+        return m.index >= 1 and m.log_term <= m.term and m.hint <= m.hint_term
     return True
+
+
+@dataclass(slots=True)
+class _Incoming:
+    """A snapshot arriving in chunks: its bytes so far, and what its first chunk said."""
+
+    index: int
+    term: int
+    size: int
+    voters: tuple[str, ...]
+    sessions: tuple[tuple[str, int], ...]
+    data: bytearray = field(default_factory=bytearray)
+
+
+def _chunk(m: Message) -> tuple[bytes, tuple[str, ...], tuple[tuple[str, int], ...]] | None:
+    """A SNAPSHOT message's bytes, voters and sessions (those two from the first chunk
+    only); None if its payload is not what a leader sends."""
+    p = m.payload
+    if not isinstance(p, dict) or not isinstance(p.get("data"), str):
+        return None
+    try:
+        data = base64.b64decode(p["data"], validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if m.hint:
+        return data, (), ()
+    voters, sessions = p.get("voters"), p.get("sessions")
+    if not (isinstance(voters, list) and all(type(v) is str for v in voters)
+            and isinstance(sessions, list)
+            and all(isinstance(s, list) and len(s) == 2 and type(s[0]) is str
+                    and type(s[1]) is int and s[1] > 0 for s in sessions)):
+        return None
+    return data, tuple(voters), tuple((s[0], s[1]) for s in sessions)
 
 
 def _is_round(context: str) -> bool:

@@ -42,6 +42,14 @@ class ProposalQueue:
     def committed(self, seq: int) -> None:
         self._pending.pop(seq, None)
 
+    def committed_through(self, seq: int) -> list[int]:
+        """Every seq up to `seq` is committed (a snapshot holds them); those that were
+        pending, which the driver may now settle."""
+        done = [s for s in self._pending if s <= seq]
+        for s in done:
+            del self._pending[s]
+        return done
+
     def retarget(self, target: str | None) -> None:
         """Send to `target` from now on; what an earlier target acked may be lost."""
         self.target = target
@@ -97,12 +105,13 @@ class SessionTable:
     def __init__(self) -> None:
         self._top: dict[str, int] = {}
 
-    def rebuild(self, entries: Iterable[Entry]) -> None:
-        """Start over from the entries of the log (a new leader does this)."""
-        self._top = {}
+    def rebuild(self, base: Iterable[tuple[str, int]], entries: Iterable[Entry]) -> None:
+        """Start over from a snapshot's sessions and the entries of the log (a new leader
+        does this); the entries may overlap the snapshot."""
+        top = self._top = dict(base)
         for e in entries:
-            if e.client:
-                self._top[e.client] = e.seq
+            if e.client and e.seq > top.get(e.client, 0):
+                top[e.client] = e.seq
 
     def accept(self, client: str, entries: Sequence[Entry], term: int,
                last_index: int) -> tuple[list[Entry], int, int]:

@@ -28,6 +28,8 @@ class MsgType(enum.IntEnum):
     PROPOSE_RESP = 8  # the leader's ack, or a redirect
     READ_INDEX = 9  # a follower asks the leader for a read index (ReadIndex, §6.4)
     READ_INDEX_RESP = 10  # the leader's answer, once a quorum confirmed it still leads
+    SNAPSHOT = 11  # InstallSnapshot: one chunk of the leader's snapshot
+    SNAPSHOT_RESP = 12  # the follower asks for the chunk at byte `hint` next
     RPC = 20  # driver-level: run a function on the leader
     RPC_RESP = 21
     HELLO = 22  # driver-level: membership discovery
@@ -69,7 +71,10 @@ class Message:
     `term`; reject means "not the leader", with the leader it knows in `payload`.
     APPEND carries the leader's read round in `context` (decimal digits, or ""), and its
     APPEND_RESP echoes it. READ_INDEX(_RESP): `context` names the read; `index` is the
-    read index.
+    read index. SNAPSHOT: index/log_term are the snapshot's, `hint` the chunk's byte
+    offset, `hint_term` the snapshot's size in bytes, `payload` the chunk in base64
+    (with the voters and sessions in the first); SNAPSHOT_RESP: `hint` is the byte offset
+    the follower wants next. Both carry and echo the read round as appends do.
     """
 
     type: MsgType
@@ -89,13 +94,15 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """The application's state as of entry `index` (of `term`), with the voters then;
+    """The application's state as of entry `index` (of `term`), with the voters then and
+    the highest seq of each client session up to it (the leader's de-duplication);
     `data` is whatever the application's snapshot function returned."""
 
     index: int
     term: int
     voters: tuple[str, ...]
     data: bytes
+    sessions: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +118,10 @@ class HardState:
 class Ready:
     """One batch of work for the driver: persist, then send, then apply, then advance.
 
-    `entries` overwrite the stored log from `entries[0].index` on.
+    `entries` overwrite the stored log from `entries[0].index` on. `snapshot` is one
+    received from the leader: persist it (the stored log is then emptied: no entry of it
+    follows the snapshot), and restore the application from it before applying
+    `committed`, which continue from `snapshot.index + 1`.
     """
 
     hard_state: HardState | None = None
@@ -119,10 +129,11 @@ class Ready:
     messages: tuple[Message, ...] = ()
     committed: tuple[Entry, ...] = field(default=())
     reads: tuple[ReadState, ...] = ()
+    snapshot: Snapshot | None = None
 
     def __bool__(self) -> bool:
         return bool(self.hard_state or self.entries or self.messages or self.committed
-                    or self.reads)
+                    or self.reads or self.snapshot)
 
 
 @dataclass(frozen=True, slots=True)

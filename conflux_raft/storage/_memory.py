@@ -14,15 +14,17 @@ class MemoryStorage:
     def __init__(self) -> None:
         self.hard_state = HardState()
         self._entries: list[Entry] = []
+        self._first = 1  # the index of _entries[0]
         self._voters: tuple[str, ...] | None = None
         self._snapshot: Snapshot | None = None
 
     def load(self) -> tuple[HardState, list[Entry]]:
-        return self.hard_state, list(self._entries)
+        after = self._snapshot.index if self._snapshot is not None else 0
+        return self.hard_state, self._entries[max(after + 1 - self._first, 0) :]
 
     def save(self, hard_state: HardState | None, entries: Sequence[Entry]) -> None:
         if entries:
-            del self._entries[entries[0].index - 1 :]
+            del self._entries[entries[0].index - self._first :]
             self._entries.extend(entries)
         if hard_state is not None:
             self.hard_state = hard_state
@@ -38,12 +40,21 @@ class MemoryStorage:
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
         self._snapshot = snapshot
+        i = snapshot.index - self._first
+        if not (0 <= i < len(self._entries) and self._entries[i].term == snapshot.term):
+            self._entries, self._first = [], snapshot.index + 1  # nothing held follows it
+
+    def compact(self, index: int) -> None:
+        """Drop the entries up to `index` (a saved snapshot holds them)."""
+        cut = min(max(index + 1 - self._first, 0), len(self._entries))
+        del self._entries[:cut]
+        self._first += cut
 
     def first_index(self) -> int:
-        return 1
+        return self._first
 
     def last_index(self) -> int:
-        return len(self._entries)
+        return self._first + len(self._entries) - 1
 
     def term(self, index: int) -> int:
         if index == 0:
@@ -51,8 +62,8 @@ class MemoryStorage:
         return self.entries(index, index + 1)[0].term
 
     def entries(self, lo: int, hi: int) -> list[Entry]:
-        check_range(lo, hi, 1, len(self._entries))
-        return self._entries[lo - 1 : hi - 1]
+        check_range(lo, hi, self._first, self.last_index())
+        return self._entries[lo - self._first : hi - self._first]
 
     def close(self) -> None:
         pass

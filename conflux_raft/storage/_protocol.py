@@ -39,8 +39,9 @@ class Storage(Protocol):
         ...
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
-        """Durably record `snapshot` (replacing the one before). Compacting the log up
-        to it comes with snapshots in the core; until then the entries stay."""
+        """Durably record `snapshot` (replacing the one before). If the stored log does
+        not hold the snapshot's last entry, none of it follows the snapshot: it is
+        emptied. `load` returns only the entries after the snapshot."""
         ...
 
     def first_index(self) -> int:

@@ -67,7 +67,7 @@ class SafetyChecker:
         """Check the node after one step (and the Ready batches that followed it)."""
         core = host.live()
         v = self._views.setdefault(host.id, _View())
-        log = core.log.entries_from(1)
+        log = host.full_log()
         name = f"node {host.id} (term {core.term}, {core.role.value})"
         if host.incarnation != v.incarnation:
             v.incarnation, v.leader, v.applied = host.incarnation, False, 0
@@ -109,7 +109,8 @@ class SafetyChecker:
         if (hs.term, hs.vote) != (core.term, core.vote) or hs.commit > core.log.commit:
             raise ProtocolViolation(f"{name}: persisted {hs} differs from the core's state")
         stored = host.storage
-        if stored.entries(stored.first_index(), stored.last_index() + 1) != log:
+        lo, hi = core.log.offset + 1, stored.last_index() + 1  # stored may reach back further
+        if stored.first_index() > lo or stored.entries(lo, hi) != core.log.entries_from(1):
             raise ProtocolViolation(f"{name}: the persisted log differs from the core's log")
 
     def _check_entry(self, log: Sequence[Entry], i: int, term: int, name: str) -> None:

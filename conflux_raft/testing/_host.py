@@ -1,11 +1,14 @@
-"""One simulated machine: a core, the MemoryStorage it persists to, and its state machine."""
+"""One simulated machine: a core, the MemoryStorage it persists to, and its state machine
+(the list of entries applied), which it snapshots every `snapshot_every` entries."""
 
 from __future__ import annotations
 
 import random
 from dataclasses import replace
 
-from ..core import CoreConfig, Entry, Message, RaftCore, ReadState
+import orjson
+
+from ..core import CoreConfig, Entry, EntryKind, Message, RaftCore, ReadState, Snapshot
 from ..storage import MemoryStorage
 
 _MAX_BATCHES = 100
@@ -23,6 +26,7 @@ class Host:
     """
 
     __slots__ = (
+        "_prefix",
         "_reads",
         "acked",
         "applied",
@@ -31,14 +35,20 @@ class Host:
         "core_class",
         "id",
         "incarnation",
+        "keep",
         "reads_done",
+        "snapshot_every",
         "storage",
     )
 
     def __init__(
-        self, config: CoreConfig, rng: random.Random, core_class: type[RaftCore] = RaftCore
+        self, config: CoreConfig, rng: random.Random, core_class: type[RaftCore] = RaftCore,
+        snapshot_every: int = 0, keep: int = 0,
     ) -> None:
         self.id = config.id
+        self.snapshot_every = snapshot_every  # 0: never; else entries between snapshots
+        self.keep = keep  # entries kept in the log behind a snapshot
+        self._prefix: tuple[Snapshot | None, list[Entry]] = (None, [])
         self.core_class = core_class
         self.config = config
         self.storage = MemoryStorage()
@@ -72,6 +82,8 @@ class Host:
         core = self.live()
         if core.has_ready():
             rd = core.ready()
+            if rd.snapshot is not None:
+                self.storage.save_snapshot(rd.snapshot)
             self.storage.save(rd.hard_state, rd.entries)
         self.crash()
 
@@ -80,10 +92,37 @@ class Host:
         self.incarnation += 1
         self.config = replace(self.config, session=self.session)
         hard_state, entries = self.storage.load()
-        self.applied = []  # the state machine is rebuilt from the log
+        snapshot = self.storage.snapshot()
+        # The state machine is rebuilt from the snapshot, then the log.
+        self.applied = decode_entries(snapshot.data) if snapshot is not None else []
         self._reads = []
-        self.core = self.core_class(self.config, rng, hard_state, entries)
+        self.core = self.core_class(self.config, rng, hard_state, entries, snapshot)
         return self.core
+
+    def full_log(self) -> list[Entry]:
+        """The core's log with its compacted prefix filled in from its snapshot."""
+        core = self.live()
+        offset = core.log.offset
+        if not offset:
+            return core.log.entries_from(1)
+        snap = core.snapshot
+        if self._prefix[0] is not snap:
+            assert snap is not None
+            self._prefix = (snap, decode_entries(snap.data))
+        return self._prefix[1][:offset] + core.log.entries_from(1)
+
+    def _take_snapshot(self, core: RaftCore) -> None:
+        index = len(self.applied)
+        last = core.snapshot.index if core.snapshot is not None else 0
+        if not self.snapshot_every or index - last < self.snapshot_every:
+            return
+        term = core.log.term_at(index)
+        assert term is not None
+        snap = Snapshot(index, term, core.voters.voters, encode_entries(self.applied),
+                        core.sessions_at(index))
+        self.storage.save_snapshot(snap)
+        core.compact(snap, self.keep)
+        self.storage.compact(core.log.offset)
 
     def flush(self) -> list[Message]:
         """Handle every pending batch; return the messages to send."""
@@ -93,6 +132,9 @@ class Host:
             if not core.has_ready():
                 return out
             rd = core.ready()
+            if rd.snapshot is not None:  # from the leader: persist it, then restore
+                self.storage.save_snapshot(rd.snapshot)
+                self.applied = decode_entries(rd.snapshot.data)
             self.storage.save(rd.hard_state, rd.entries)
             out.extend(rd.messages)
             for e in rd.committed:
@@ -105,6 +147,8 @@ class Host:
                 if e.client == self.config.session:
                     self.acked.append((e.client, e.seq))
             core.advance(rd)
+            if rd.committed:
+                self._take_snapshot(core)
             self._reads.extend(rd.reads)
             if self._reads:
                 applied = len(self.applied)
@@ -112,3 +156,13 @@ class Host:
                 self._reads = [r for r in self._reads if r.index > applied]
         raise ProtocolViolation(f"node {self.id}: has_ready() still true after {_MAX_BATCHES} "
                                 "batches")
+
+
+def encode_entries(entries: list[Entry]) -> bytes:
+    """The simulated state machine's snapshot: every entry it applied."""
+    return orjson.dumps([[e.term, e.index, int(e.kind), e.data.decode(), e.client, e.seq]
+                         for e in entries])
+
+
+def decode_entries(data: bytes) -> list[Entry]:
+    return [Entry(t, i, d.encode(), EntryKind(k), c, s) for t, i, k, d, c, s in orjson.loads(data)]

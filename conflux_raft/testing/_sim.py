@@ -98,6 +98,8 @@ class _Profile:
     isolate: float  # share of deposed leaders that are cut off rather than crashed
     propose_rate: float  # per tick
     read_rate: float  # per tick
+    snapshot_every: int  # entries applied between a node's snapshots (0: never)
+    keep: int  # entries kept behind a snapshot
     core: CoreConfig
 
 
@@ -117,6 +119,7 @@ def _draw_profile(rng: random.Random, cfg: SimConfig) -> _Profile:
         max_msg_entries=c((1, 2) if storm else (1, 2, 3, 8, 64)),
         max_msg_bytes=c((40, 100, 1 << 20, 1 << 20)),
         max_inflight=c((1, 2, 4, 64)),
+        max_snapshot_chunk=c((64, 512, 1 << 20)),
         pre_vote=c((True, True, False)),
         check_quorum=c((True, True, False)),
     )
@@ -136,6 +139,8 @@ def _draw_profile(rng: random.Random, cfg: SimConfig) -> _Profile:
         isolate=0.8 if storm else 0.5,
         propose_rate=0.3 if storm else c((0.1, 0.3, 1.0)),
         read_rate=c((0.1, 0.3, 1.0)),
+        snapshot_every=c((0, 0, 3, 10, 30)),
+        keep=c((0, 2, 10)),
         core=core,
     )
 
@@ -152,7 +157,9 @@ class Simulation:
         self.ids = list(p.core.voters)
         self.checker = SafetyChecker()
         self.hosts = {
-            i: Host(replace(p.core, id=i), self._node_rng(i, 1), core_class) for i in self.ids
+            i: Host(replace(p.core, id=i), self._node_rng(i, 1), core_class,
+                    p.snapshot_every, p.keep)
+            for i in self.ids
         }
         self.now = 0
         self.steps = 0
@@ -204,13 +211,15 @@ class Simulation:
         for `settle_ticks`, or after ten times that."""
         self._heal_all()
         limit = self.config.settle_ticks * TICK
-        start, progress, since = self.now, -1, self.now
+        start, progress, since, receiving = self.now, -1, self.now, 0
         while not (self.now % TICK == 0 and self._quiet()):
             self._moment(chaos=False)
-            grown = sum(h.live().log.commit + h.live().log.last_index
-                        for h in self.hosts.values())
-            if grown > progress:
-                progress, since = grown, self.now
+            cores = [h.live() for h in self.hosts.values()]
+            grown = sum(c.log.commit + c.log.last_index for c in cores)
+            received = sum(c.incoming_snapshot_bytes for c in cores)  # a transfer moves
+            if grown > progress or received > receiving:
+                progress, since = max(grown, progress), self.now
+            receiving = received
             if self.now - since > limit or self.now - start > 10 * limit:
                 raise LivenessViolation(
                     f"not quiet {(self.now - start) // TICK} ticks after healing: "
@@ -235,21 +244,24 @@ class Simulation:
                 self._restart(i)
         self.now += 1
 
-    def _step(self, host: Host, what: str, action: Callable[[RaftCore], object]) -> None:
+    def _step(self, host: Host, what: str | Message,
+              action: Callable[[RaftCore], object]) -> None:
+        """Run `action` on the host's core, then the Ready protocol and the checks;
+        `what` names the step in traces (a message is described only if one is kept)."""
         core = host.live()
         was_leader = core.role is Role.LEADER
         action(core)
         elected = core.role is Role.LEADER and not was_leader
         if self._chaos_on and self._fails_now(host, elected):
             host.tear()
-            self._crashed(host.id, f"{what}, torn")
+            self._crashed(host.id, f"{_describe(what)}, torn")
             return
         for m in host.flush():
             self._send(m)
         self.steps += 1
         if self._trace is not None:
             self._trace.append(
-                f"  t={self.now / TICK:g} {host.id}: {what} -> term {core.term} "
+                f"  t={self.now / TICK:g} {host.id}: {_describe(what)} -> term {core.term} "
                 f"{core.role.value} last {core.log.last_index} commit {core.log.commit}"
             )
         self.checker.observe(host)
@@ -302,9 +314,7 @@ class Simulation:
         if self._paused_until[m.dst] > self.now:
             self._push(m, self._paused_until[m.dst])
             return
-        self._step(host, f"{m.type.name} from {m.src} (term {m.term}, index {m.index}, "
-                         f"{len(m.entries)} entries{', reject' if m.reject else ''})",
-                   lambda c: c.step(m))
+        self._step(host, m, lambda c: c.step(m))
 
     def _cut(self, src: str, dst: str) -> bool:
         return (
@@ -465,8 +475,8 @@ class Simulation:
         return "; ".join(parts)
 
     def _final_checks(self) -> int:
-        lead = next(h.live() for h in self.hosts.values() if h.live().role is Role.LEADER)
-        log = lead.log.entries_from(1)
+        lead = next(h for h in self.hosts.values() if h.live().role is Role.LEADER)
+        log = lead.full_log()
         for h in self.hosts.values():
             if h.applied != log:
                 raise LivenessViolation(f"{h.id} applied a different sequence than the log")
@@ -495,6 +505,14 @@ class Simulation:
                 raise LivenessViolation(f"acknowledged proposal {key} is not in the log")
         _check_real_time(self.proposals, self.acks, where)
         return len(log)
+
+
+def _describe(what: str | Message) -> str:
+    if isinstance(what, str):
+        return what
+    m = what
+    return (f"{m.type.name} from {m.src} (term {m.term}, index {m.index}, "
+            f"{len(m.entries)} entries{', reject' if m.reject else ''})")
 
 
 def _check_real_time(proposals: dict[tuple[str, int], tuple[bytes, int]],

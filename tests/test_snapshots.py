@@ -1,0 +1,126 @@
+"""Snapshots in the core, step by step: compaction with a trailing window, InstallSnapshot
+in chunks (resumed after a lost chunk), a node that starts empty, a follower whose log
+already holds the snapshot point, sessions carried over, and chunks no leader sends."""
+
+from __future__ import annotations
+
+import base64
+
+from conflux_raft import Message, MsgType
+from conflux_raft.core import HardState, ProgressState
+from conflux_raft.testing import Cluster
+
+
+def cluster(every: int = 10, keep: int = 0, check: bool = True) -> Cluster:
+    """Three cores that snapshot every `every` applied entries, keeping `keep` behind."""
+    c = Cluster(3, max_snapshot_chunk=64, check=check)
+    for host in c.hosts.values():
+        host.snapshot_every, host.keep = every, keep
+    c.elect("n1")
+    return c
+
+
+def propose(c: Cluster, node: str, n: int, start: int = 0) -> None:
+    for i in range(start, start + n):
+        c.propose(node, str(i).encode())
+        c.stabilize()
+
+
+def chunks_to(c: Cluster, node: str) -> list[Message]:
+    return [m for m in c.sent if m.type is MsgType.SNAPSHOT and m.dst == node]
+
+
+def test_the_log_is_compacted_to_the_snapshot_but_for_a_window() -> None:
+    c = cluster(every=10, keep=3)
+    propose(c, "n1", 25)
+    leader = c["n1"]
+    assert leader.snapshot is not None and leader.snapshot.index == 20
+    assert leader.log.offset == 17  # three entries kept behind the snapshot
+    assert c.hosts["n1"].storage.first_index() == 18
+    assert c.applied("n1") == c.applied("n2") == c.applied("n3")
+
+
+def test_a_follower_behind_the_compaction_point_gets_the_snapshot_in_chunks() -> None:
+    c = cluster()
+    c.isolate("n3")
+    propose(c, "n1", 30)
+    assert c["n1"].log.offset >= 20 and c["n3"].log.last_index < c["n1"].log.offset
+    c.recover()
+    c.run(ticks=10)
+    sent = chunks_to(c, "n3")
+    assert len({m.hint for m in sent}) > 1  # more than one chunk, each within 64 bytes
+    assert all(len(base64.b64decode(m.payload["data"])) <= 64 for m in sent)
+    assert c.applied("n3") == c.applied("n1")
+    assert c["n1"]._progress["n3"].state is ProgressState.REPLICATE
+    propose(c, "n2", 1, start=100)  # and replication goes on from there
+    c.run(ticks=2)
+    assert c.applied("n3") == c.applied("n1")
+
+
+def test_a_lost_chunk_is_sent_again() -> None:
+    c = cluster()
+    c.isolate("n3")
+    propose(c, "n1", 30)
+    c.recover()
+    c.drop("n1", "n3", rate=0.5)
+    c.run(ticks=60)
+    c.recover()
+    c.run(ticks=5)
+    assert c.applied("n3") == c.applied("n1")
+
+
+def test_a_node_that_starts_empty_is_restored_from_a_snapshot() -> None:
+    c = cluster()
+    propose(c, "n1", 30)
+    n3 = c["n3"]
+    c.crash("n3")
+    c.restart("n3", HardState(n3.term, n3.vote, 0), entries=[])  # its log lost
+    c.run(ticks=10)
+    n3 = c["n3"]
+    assert n3.snapshot is not None and n3.log.offset == n3.snapshot.index
+    assert c.applied("n3") == c.applied("n1")
+
+
+def test_a_follower_whose_log_holds_the_snapshot_point_keeps_its_log() -> None:
+    c = cluster(every=0, check=False)  # nobody compacts: this snapshot comes by hand
+    propose(c, "n1", 5)
+    n3 = c["n3"]
+    log = c.log("n3")
+    at = log[2]
+    n3.log.commit = 2  # as if the commit for the rest had not arrived yet
+    c.step(Message(MsgType.SNAPSHOT, "n1", "n3", term=n3.term, index=at.index,
+                   log_term=at.term, hint=0, hint_term=1,
+                   payload={"data": base64.b64encode(b"x").decode(), "voters": [],
+                            "sessions": []}))
+    assert c.log("n3") == log and n3.log.commit == at.index and n3.snapshot is None
+
+
+def test_a_nodes_proposals_held_in_a_snapshot_are_released() -> None:
+    c = cluster()
+    c.drop("n1", "n3")  # n3 can propose, but hears nothing back
+    for i in range(3):
+        c["n3"].propose(str(i).encode())
+    c.stabilize()
+    propose(c, "n1", 30)
+    assert c["n3"].pending_proposals == 3
+    c.recover()
+    c.run(ticks=10)
+    assert c["n3"].snapshot is not None  # their commit came inside the snapshot
+    assert c["n3"].pending_proposals == 0
+    assert c.applied("n3") == c.applied("n1")
+
+
+def test_chunks_no_leader_sends_are_counted_as_malformed() -> None:
+    c = cluster()
+    n2 = c["n2"]
+    index = n2.log.last_index + 5
+    for payload in (None, {"data": "not base64!"}, {"data": "", "voters": [1]},
+                    {"data": "", "voters": [], "sessions": [["s", 0]]}):
+        before = n2.malformed
+        c.step(Message(MsgType.SNAPSHOT, "n1", "n2", term=n2.term, index=index,
+                       log_term=n2.term, hint=0, hint_term=0, payload=payload))
+        assert n2.malformed == before + 1
+    before = n2.malformed
+    c.step(Message(MsgType.SNAPSHOT, "n1", "n2", term=n2.term, index=index,
+                   log_term=n2.term, hint=5, hint_term=4, payload={"data": ""}))
+    assert n2.malformed == before + 1  # an offset past the snapshot's size
