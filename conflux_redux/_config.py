@@ -29,6 +29,7 @@ class ConfluxConfig:
     storage: Mapping[str, Any] | None = None
     secret: str | bytes | None = None
     max_pending: int = 10_000
+    snapshot_every: int | None = 10_000  # None: never compact
 
     def __post_init__(self) -> None:
         methods = self.methods
@@ -78,6 +79,7 @@ class ConfluxConfig:
             "storage": self.storage,
             "secret": self.secret,
             "max_pending": self.max_pending,
+            **({} if self.snapshot_every is None else {"snapshot_every": self.snapshot_every}),
         }
 
 

@@ -52,7 +52,8 @@ class Replica:
     ) -> None:
         if not callable(reducer):
             raise TypeError("Expected the reducer to be a function.")
-        self.committed = CommittedState(cfg.id, create_store(reducer, initial_state))
+        self.committed = CommittedState(cfg.id, lambda state: create_store(reducer, state),
+                                        initial_state)
         self.provisional = ProvisionalView(reducer, self.committed)
         self.methods = Methods(cfg.methods, self.get_provisional_state)
         self._pending: set[Future[Any]] = set()
@@ -60,7 +61,9 @@ class Replica:
         self._closed = threading.Event()
         self._worker = Worker(f"conflux-redux-{cfg.id}")
         self.node = RaftNode(
-            **cfg.node_options(), rpc={RPC_NAME: self.methods.serve}, autostart=False
+            **cfg.node_options(), rpc={RPC_NAME: self.methods.serve}, autostart=False,
+            snapshot=self.committed.snapshot if cfg.snapshot_every is not None else None,
+            restore=self.committed.restore,
         )
         self.node.on("committed", self.committed.apply)
         try:

@@ -2,8 +2,11 @@
 
 It prints JSON lines: {"ev": "ready"}, {"ev": "leader", ...}, {"ev": "commit", "index",
 "data"}, {"ev": "ack", "index", "data"} for its own acknowledged appends, and
-{"ev": "status", ...} on request. Commands on stdin: "run" (append continuously),
-"pause" (stop appending), "status", "quit". It ends by itself after --lifetime seconds.
+{"ev": "status", ...} and {"ev": "state", "values": [...]} (every value applied, in
+order; with --snapshot-every its snapshot is that list) on request. Commands on stdin:
+"run" (append continuously), "pause" (stop appending), "status", "state", "quit". It ends
+by itself after --lifetime seconds. Appended values are [id, pid, n]: unique across
+restarts.
 """
 
 from __future__ import annotations
@@ -38,15 +41,30 @@ def main() -> None:
     p.add_argument("--secret")
     p.add_argument("--inflight", type=int, default=4)
     p.add_argument("--lifetime", type=float, default=120.0)
+    p.add_argument("--snapshot-every", type=int, default=0)
     a = p.parse_args()
+    values: list[Any] = []
+
+    def restore(data: bytes) -> None:
+        values[:] = orjson.loads(data)
+
+    snapshots: dict[str, Any] = {}
+    if a.snapshot_every:
+        snapshots = {"snapshot": lambda: orjson.dumps(values), "restore": restore,
+                     "snapshot_every": a.snapshot_every}
     node = RaftNode(
         id=a.id, members=a.members.split(","),
         channel={"name": "redis", "url": a.url, "namespace": a.namespace},
         election_timeout=(0.3, 0.5), heartbeat_interval=0.05,
         storage={"name": "file", "path": a.storage} if a.storage else None,
-        secret=a.secret, autostart=False,
+        secret=a.secret, autostart=False, **snapshots,
     )
-    node.on("committed", lambda data, index: emit(ev="commit", index=index, data=data))
+
+    def committed(data: Any, index: int) -> None:
+        values.append(data)
+        emit(ev="commit", index=index, data=data)
+
+    node.on("committed", committed)
     node.on("leader_elected", lambda leader, term: emit(ev="leader", leader=leader, term=term))
     node.start()
     emit(ev="ready", pid=os.getpid())
@@ -65,17 +83,17 @@ def main() -> None:
             running.wait()
             slots.acquire()
             counter += 1
-            data = [a.id, counter]
+            data = [a.id, os.getpid(), counter]
             node.append(data, timeout=5).add_done_callback(lambda f, d=data: acked(f, d))
 
     threading.Thread(target=producer, daemon=True).start()
-    stdin = threading.Thread(target=lambda: commands(node, running), daemon=True)
+    stdin = threading.Thread(target=lambda: commands(node, running, values), daemon=True)
     stdin.start()
     stdin.join(a.lifetime)
     node.close(2)
 
 
-def commands(node: RaftNode, running: threading.Event) -> None:
+def commands(node: RaftNode, running: threading.Event, values: list[Any]) -> None:
     for line in sys.stdin:
         cmd = line.strip()
         if cmd == "run":
@@ -84,6 +102,8 @@ def commands(node: RaftNode, running: threading.Event) -> None:
             running.clear()
         elif cmd == "status":
             emit(ev="status", **node.status())
+        elif cmd == "state":
+            emit(ev="state", values=list(values), **node.status())
         elif cmd == "quit":
             return
 

@@ -5,10 +5,18 @@ already holds the snapshot point, sessions carried over, and chunks no leader se
 from __future__ import annotations
 
 import base64
+from typing import Any
 
-from conflux_raft import Message, MsgType
+import orjson
+import pytest
+from _wait import wait_for
+from pydux import create_store
+from test_redux import list_reducer
+
+from conflux_raft import ConfigError, Message, MsgType, RaftNode
 from conflux_raft.core import HardState, ProgressState
 from conflux_raft.testing import Cluster
+from conflux_redux import ConfluxStore, conflux_enhancer
 
 
 def cluster(every: int = 10, keep: int = 0, check: bool = True) -> Cluster:
@@ -124,3 +132,87 @@ def test_chunks_no_leader_sends_are_counted_as_malformed() -> None:
     c.step(Message(MsgType.SNAPSHOT, "n1", "n2", term=n2.term, index=index,
                    log_term=n2.term, hint=5, hint_term=4, payload={"data": ""}))
     assert n2.malformed == before + 1  # an offset past the snapshot's size
+
+
+# ---- nodes and stores -----------------------------------------------------------------
+
+
+class App:
+    """A node's application: the values applied, in order, snapshotted as JSON."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+        self.restored: list[int] = []
+
+    def apply(self, data: Any, index: int) -> None:
+        self.values.append(data)
+
+    def snapshot(self) -> bytes:
+        return orjson.dumps(self.values)
+
+    def restore(self, data: bytes) -> None:
+        self.values = orjson.loads(data)
+
+
+def node(namespace: str, node_id: str, app: App, **opts: Any) -> RaftNode:
+    n = RaftNode(id=node_id, members=["a", "b", "c"], autostart=False,
+                 channel={"name": "memory", "namespace": namespace},
+                 election_timeout=(0.15, 0.3), heartbeat_interval=0.03,
+                 snapshot=app.snapshot, restore=app.restore, **opts)
+    n.on("committed", app.apply)
+    n.on("restored", app.restored.append)
+    n.start()
+    return n
+
+
+def test_nodes_compact_and_a_node_that_starts_empty_is_restored(namespace: str) -> None:
+    apps = {i: App() for i in "abc"}
+    nodes = {i: node(namespace, i, apps[i], snapshot_every=20) for i in "abc"}
+    try:
+        for i in range(100):
+            nodes["a"].append(i).result(5)
+        for i, n in nodes.items():
+            wait_for(lambda n=n: n.status()["snapshot_index"] >= 80, what=f"{i} to compact")
+            assert len(n.get_log()) < 60  # compacted, but for a window of 2
+        nodes["c"].close()
+        apps["c"] = App()  # memory storage: it comes back empty
+        nodes["c"] = node(namespace, "c", apps["c"], snapshot_every=20)
+        nodes["a"].append("after").result(5)
+        wait_for(lambda: apps["c"].values == apps["a"].values, what="c to catch up")
+        assert apps["c"].restored and apps["c"].values[-1] == "after"
+        assert [v for v in apps["a"].values if v != "after"] == list(range(100))
+    finally:
+        for n in nodes.values():
+            n.close()
+
+
+def test_snapshot_needs_restore() -> None:
+    with pytest.raises(ConfigError, match="restore"):
+        RaftNode(id="a", members=["a"], snapshot=lambda: b"", autostart=False)
+    with pytest.raises(ConfigError, match="snapshot_every"):
+        RaftNode(id="a", members=["a"], snapshot_every=0, autostart=False)
+
+
+def test_a_store_compacts_and_an_empty_replica_is_restored(namespace: str) -> None:
+    def make(node_id: str) -> ConfluxStore:
+        store: ConfluxStore = create_store(list_reducer, enhancer=conflux_enhancer({
+            "id": node_id, "members": ["a", "b", "c"], "snapshot_every": 10,
+            "channel": {"name": "memory", "namespace": namespace},
+            "election_timeout": (0.15, 0.3), "heartbeat_interval": 0.03}))
+        return store
+
+    stores = {i: make(i) for i in "abc"}
+    try:
+        for i in range(40):
+            stores["b"].dispatch({"type": "append", "item": i}).result(5)
+        wait_for(lambda: all(s.node.status()["snapshot_index"] >= 30
+                             for s in stores.values()), what="the stores to compact")
+        stores["c"].close()
+        stores["c"] = make("c")
+        stores["a"].dispatch({"type": "append", "item": "after"}).result(5)
+        wait_for(lambda: stores["c"].get_state() == stores["a"].get_state(),
+                 what="c to catch up")
+        assert stores["c"].read(timeout=5).result(5) == [*range(40), "after"]
+    finally:
+        for s in stores.values():
+            s.close()

@@ -1,5 +1,7 @@
 """The apply thread: it runs users' callbacks in log order and settles the futures that
-wait for an entry to be applied, so that a slow callback never delays heartbeats."""
+wait for an entry to be applied, so that a slow callback never delays heartbeats. It
+restores the application from snapshots, and takes them: the application's state is
+captured here, between two entries, never on the loop thread."""
 
 from __future__ import annotations
 
@@ -15,11 +17,11 @@ import orjson
 
 from .._errors import ProposalTimeout
 from ..core import Entry, EntryKind, RaftLog
-from ._commands import Appended, Committed, LeaderChanged, Work, settle
+from ._commands import Appended, Committed, LeaderChanged, Restored, Work, settle
 
 log = logging.getLogger("conflux_raft")
 
-EVENTS = ("committed", "leader_elected", "appended")
+EVENTS = ("committed", "leader_elected", "appended", "restored")
 ENTRY: Any = object()  # wait_applied's default value: the LogEntry applied
 
 
@@ -46,8 +48,15 @@ class Applier:
     registers waiters; the apply thread never waits for the node's lock.
     """
 
-    def __init__(self, node_id: str) -> None:
+    def __init__(self, node_id: str, restore: Callable[[bytes], Any] | None = None,
+                 snapshot: Callable[[], bytes] | None = None, snapshot_every: int = 0,
+                 take: Callable[[int, bytes], None] | None = None) -> None:
         self._id = node_id
+        self._restore = restore
+        self._snapshot = snapshot  # the application's state as bytes, between two entries
+        self._every = snapshot_every
+        self._take = take  # hands a snapshot's index and data to the node
+        self.snapshot_index = 0  # of the last snapshot restored or taken
         self._lock = threading.Lock()
         self._handlers: dict[str, list[Callable[..., Any]]] = {e: [] for e in EVENTS}
         self._queue: queue.SimpleQueue[Work | None] = queue.SimpleQueue()
@@ -119,8 +128,49 @@ class Applier:
             for e in work.entries:
                 if e.kind is EntryKind.NORMAL:
                     self._emit("appended", orjson.loads(e.data), e.index)
+        elif isinstance(work, Restored):
+            self._apply_snapshot(work)
         else:
             self._apply_committed(work)
+            self._maybe_snapshot()
+
+    def _apply_snapshot(self, work: Restored) -> None:
+        snap = work.snapshot
+        if self._restore is None:
+            log.error("%s received a snapshot up to %d but has no restore function: its "
+                      "state now lacks those entries (give every node snapshot and restore)",
+                      self._id, snap.index)
+        else:
+            self._restore(snap.data)
+        with self._lock:
+            self.applied = self.snapshot_index = snap.index
+            covered = [i for i in self._waiters if i <= snap.index]
+            waiting = [w for i in covered for w in self._waiters.pop(i)]
+        for term, f, value in waiting:  # their entries are inside the snapshot
+            if term is None and value is not ENTRY:
+                settle(f, value)
+            else:
+                settle(f, exc=ProposalTimeout(
+                    f"entry of term {term} came inside a snapshot up to {snap.index}: it "
+                    "may have committed, but cannot be shown here"))
+        self._emit("restored", snap.index)
+        for fut in work.done:
+            settle(fut, snap.index)
+
+    def _maybe_snapshot(self) -> None:
+        if (self._snapshot is None or self._take is None
+                or self.applied - self.snapshot_index < self._every):
+            return
+        index = self.applied
+        try:
+            data = self._snapshot()
+            if not isinstance(data, bytes):
+                raise TypeError(f"snapshot() returned {type(data).__name__}, not bytes")
+            self._take(index, data)
+        except Exception:
+            log.exception("%s: taking a snapshot at %d failed; the log is kept", self._id,
+                          index)
+        self.snapshot_index = index  # tried: the next try comes snapshot_every later
 
     def _apply_committed(self, work: Committed) -> None:
         handlers = self._handlers["committed"]

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from ..core import Entry, Message
+from ..core import Entry, Message, Snapshot
 
 
 def settle(fut: Future[Any], result: Any = None, exc: BaseException | None = None) -> bool:
@@ -95,7 +95,14 @@ class RunRpc:
     rid: str
 
 
-Command = Receive | Propose | CallRpc | Read | RunRpc
+@dataclass(frozen=True, slots=True)
+class Snapshotted:
+    """A snapshot of this node's applied state is durable: the log may be compacted."""
+
+    snapshot: Snapshot
+
+
+Command = Receive | Propose | CallRpc | Read | RunRpc | Snapshotted
 
 # ---- the apply thread's queue -----------------------------------------------------------
 
@@ -123,4 +130,13 @@ class Committed:
     done: tuple[tuple[Entry, Future[int]], ...]
 
 
-Work = LeaderChanged | Appended | Committed
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """A snapshot to restore the application from (at start, or received from the
+    leader); `done` are this node's appends that it holds, settled with its index."""
+
+    snapshot: Snapshot
+    done: tuple[Future[int], ...] = ()
+
+
+Work = LeaderChanged | Appended | Committed | Restored

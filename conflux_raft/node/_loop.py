@@ -25,7 +25,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from .._errors import ClosedError, ConfigError, MalformedMessage, Overloaded, ProposalTimeout
-from ..core import CoreConfig, Message, MsgType, RaftCore, ReadState, Ready, Role
+from ..core import CoreConfig, Message, MsgType, RaftCore, ReadState, Ready, Role, Snapshot
 from ..storage import Storage
 from ..transport import Discovery, Transport, decode, encode, encode_all
 from ._apply import Applier, LogEntry
@@ -38,7 +38,9 @@ from ._commands import (
     Propose,
     Read,
     Receive,
+    Restored,
     RunRpc,
+    Snapshotted,
     settle,
     to_json,
 )
@@ -60,7 +62,9 @@ class Loop:
 
     def __init__(self, options: NodeOptions, session: str, transport: Transport,
                  discovery: Discovery | None, storage: Storage,
-                 rpc: Mapping[str, Callable[..., Any]], voters: tuple[str, ...] | None) -> None:
+                 rpc: Mapping[str, Callable[..., Any]], voters: tuple[str, ...] | None,
+                 snapshot: Callable[[], bytes] | None = None,
+                 restore: Callable[[bytes], Any] | None = None) -> None:
         self.options = options
         self.id = options.id
         self.session = session
@@ -70,7 +74,8 @@ class Loop:
         self.rpc = rpc
         self.voters = voters
         self.lock = threading.RLock()
-        self.applier = Applier(options.id)
+        self.applier = Applier(options.id, restore, snapshot, options.snapshot_every,
+                               self._take_snapshot)
         self.core: RaftCore | None = None
         self.closed = threading.Event()
         self.counters = {"malformed": 0, "unknown_sender": 0}
@@ -179,6 +184,8 @@ class Loop:
             self.storage.save_voters(self.voters)  # durable before it votes or counts
         with self.lock:
             self.core = core = self._make_core(self.voters)
+            if core.snapshot is not None:  # the application starts from it
+                self.applier.put(Restored(core.snapshot))
         tick = self.options.heartbeat_interval / TICKS_PER_HEARTBEAT
         max_burst = core.cfg.election_ticks[1] + 1  # enough for any timeout to fire once
         ticked = time.monotonic()  # ticks are applied up to this time
@@ -249,6 +256,7 @@ class Loop:
             random.Random(),
             hard_state,
             entries,
+            self.storage.snapshot(),
         )
 
     def _handle(self, core: RaftCore, item: Command) -> None:
@@ -269,6 +277,10 @@ class Loop:
             core.read_index(context)
         elif isinstance(item, RunRpc):
             self._run_parked(core, item.rid)
+        elif isinstance(item, Snapshotted):
+            # Durable: drop the log up to it, but for a window kept for slow followers.
+            core.compact(item.snapshot, self.options.snapshot_every // 10)
+            self.storage.compact(core.log.offset)
         else:
             rid = f"{self.session}:{next(self._rpc_ids)}"
             self._rpc_out[rid] = OutCall(item.future, item.name, item.args)
@@ -299,6 +311,11 @@ class Loop:
         # Persist first: nothing may be sent or applied before it is durable. Then hand
         # committed entries to the apply thread (they are durable here, and applying
         # them never waits for a send), then send, then advance.
+        if rd.snapshot is not None:  # from the leader: durable first, then restored
+            self.storage.save_snapshot(rd.snapshot)
+            top = dict(rd.snapshot.sessions).get(self.session, 0)
+            held = tuple(self._futures.pop(s) for s in [s for s in self._futures if s <= top])
+            self.applier.put(Restored(rd.snapshot, held))
         if rd.hard_state is not None or rd.entries:
             self.storage.save(rd.hard_state, rd.entries)
         if rd.entries and self.applier.wants_appended():
@@ -510,6 +527,22 @@ class Loop:
             self.applier.wait_applied(at[0], at[1], call.future, core.log, m.payload["ok"])
         else:
             self.applier.wait_applied(at[0], at[1], call.future, core.log)
+
+    # ---- snapshots ------------------------------------------------------------------
+
+    def _take_snapshot(self, index: int, data: bytes) -> None:
+        """On the apply thread: the application's state as of `index`, made durable off
+        the loop thread (which only looks up the term and the sessions), then handed to
+        the loop to compact."""
+        with self.lock:
+            core = self.core
+            if core is None or index <= (core.snapshot.index if core.snapshot else 0):
+                return
+            term = core.log.term_at(index)
+            assert term is not None
+            snap = Snapshot(index, term, core.voters.voters, data, core.sessions_at(index))
+        self.storage.save_snapshot(snap)
+        self._inbox.put(Snapshotted(snap))
 
     # ---- reads ----------------------------------------------------------------------
 

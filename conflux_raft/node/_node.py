@@ -37,7 +37,14 @@ _DISCOVERY_KEYS = ("socket_timeout", "connect_timeout")
 
 class RaftNode:
     """One member of a Raft cluster. See the README for the options; `autostart=False`
-    lets you register callbacks with `on()` before `start()`."""
+    lets you register callbacks with `on()` before `start()`.
+
+    With `snapshot`, the log is compacted: every `snapshot_every` applied entries,
+    `snapshot()` is called on the apply thread and returns the application's state as of
+    the last applied entry (bytes); `restore(data)` replaces the application's state
+    with a snapshot's (at start, and when the leader sends one). Without `snapshot`, the
+    log grows without bound.
+    """
 
     def __init__(
         self,
@@ -52,16 +59,26 @@ class RaftNode:
         secret: str | bytes | None = None,
         autostart: bool = True,
         max_pending: int = 10_000,
+        snapshot: Callable[[], bytes] | None = None,
+        restore: Callable[[bytes], Any] | None = None,
+        snapshot_every: int = 10_000,
     ) -> None:
         self.options = parse_options(
             id=id, cluster_size=cluster_size, members=members, channel=channel,
             election_timeout=election_timeout, heartbeat_interval=heartbeat_interval,
             storage=storage, secret=secret, max_pending=max_pending,
+            snapshot_every=snapshot_every,
         )
         if rpc is not None and (
             not isinstance(rpc, Mapping) or not all(callable(f) for f in rpc.values())
         ):
             raise ConfigError("rpc: a dict of name -> function")
+        for name, fn in (("snapshot", snapshot), ("restore", restore)):
+            if fn is not None and not callable(fn):
+                raise ConfigError(f"{name}: a function is required")
+        if snapshot is not None and restore is None:
+            raise ConfigError("restore: required with snapshot (a node restores the "
+                              "snapshots it receives, and its own at restart)")
         self.id = id
         self._started = False
         self._threads: list[threading.Thread] = []
@@ -84,7 +101,7 @@ class RaftNode:
                     part.close()
             raise
         self._loop = Loop(self.options, session, transport, discovery, store,
-                          dict(rpc or {}), voters)
+                          dict(rpc or {}), voters, snapshot, restore)
         if autostart:
             self.start()
 
@@ -124,7 +141,9 @@ class RaftNode:
     def on(self, event: str, callback: Callable[..., Any]) -> Callable[[], None]:
         """Call `callback` on the apply thread: committed(data, index) once per index in
         order; leader_elected(leader_id, term) when the leader changes; appended(data,
-        index) when an entry enters this node's log. Returns a function that removes it."""
+        index) when an entry enters this node's log; restored(index) once `restore` has
+        installed a snapshot up to `index` (committed callbacks go on from index + 1).
+        Returns a function that removes it."""
         return self._loop.applier.on(event, callback)
 
     def append(self, data: Any, timeout: float | None = None) -> Future[int]:
@@ -224,6 +243,7 @@ class RaftNode:
                 "commit": core.log.commit if core else 0,
                 "applied": loop.applier.applied,
                 "log_length": core.log.last_index if core else 0,
+                "snapshot_index": core.snapshot.index if core and core.snapshot else 0,
                 "match": core.progress() if core else {},
                 "pending": loop.pending(),
                 "voters": list(loop.voters or ()),

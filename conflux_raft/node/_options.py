@@ -32,6 +32,7 @@ class NodeOptions:
     storage: Mapping[str, Any] = field(default_factory=lambda: {"name": "memory"})
     secret: bytes | None = None
     max_pending: int = 10_000
+    snapshot_every: int = 10_000  # entries applied between snapshots (with a snapshot fn)
 
     @property
     def namespace(self) -> str:
@@ -83,6 +84,10 @@ def parse_options(**opts: Any) -> NodeOptions:
     max_pending = opts.get("max_pending", 10_000)
     if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
         raise ConfigError("max_pending: a positive integer is required")
+    snapshot_every = opts.get("snapshot_every", 10_000)
+    if isinstance(snapshot_every, bool) or not isinstance(snapshot_every, int) or (
+            snapshot_every < 1):
+        raise ConfigError("snapshot_every: a positive integer is required")
     return NodeOptions(
         id=node_id,
         cluster_size=cluster_size,
@@ -93,6 +98,7 @@ def parse_options(**opts: Any) -> NodeOptions:
         storage=_storage(opts.get("storage")),
         secret=secret,
         max_pending=max_pending,
+        snapshot_every=snapshot_every,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 from ..core import Entry, HardState, Snapshot
@@ -17,6 +18,7 @@ class MemoryStorage:
         self._first = 1  # the index of _entries[0]
         self._voters: tuple[str, ...] | None = None
         self._snapshot: Snapshot | None = None
+        self._mutex = threading.Lock()  # save_snapshot may come from another thread
 
     def load(self) -> tuple[HardState, list[Entry]]:
         after = self._snapshot.index if self._snapshot is not None else 0
@@ -24,8 +26,9 @@ class MemoryStorage:
 
     def save(self, hard_state: HardState | None, entries: Sequence[Entry]) -> None:
         if entries:
-            del self._entries[entries[0].index - self._first :]
-            self._entries.extend(entries)
+            with self._mutex:
+                del self._entries[entries[0].index - self._first :]
+                self._entries.extend(entries)
         if hard_state is not None:
             self.hard_state = hard_state
 
@@ -39,16 +42,20 @@ class MemoryStorage:
         return self._snapshot
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
-        self._snapshot = snapshot
-        i = snapshot.index - self._first
-        if not (0 <= i < len(self._entries) and self._entries[i].term == snapshot.term):
-            self._entries, self._first = [], snapshot.index + 1  # nothing held follows it
+        with self._mutex:
+            if snapshot.index <= (self._snapshot.index if self._snapshot else 0):
+                return  # a newer one is saved
+            self._snapshot = snapshot
+            i = snapshot.index - self._first
+            if not (0 <= i < len(self._entries) and self._entries[i].term == snapshot.term):
+                self._entries, self._first = [], snapshot.index + 1  # nothing follows it
 
     def compact(self, index: int) -> None:
         """Drop the entries up to `index` (a saved snapshot holds them)."""
-        cut = min(max(index + 1 - self._first, 0), len(self._entries))
-        del self._entries[:cut]
-        self._first += cut
+        with self._mutex:
+            cut = min(max(index + 1 - self._first, 0), len(self._entries))
+            del self._entries[:cut]
+            self._first += cut
 
     def first_index(self) -> int:
         return self._first

@@ -22,7 +22,8 @@ class Storage(Protocol):
 
     def save(self, hard_state: HardState | None, entries: Sequence[Entry]) -> None:
         """Durably record `hard_state` (if given) and `entries`, which replace the stored
-        log from `entries[0].index` on. Returns only once both are durable."""
+        log from `entries[0].index` on (between `first_index()` and `last_index() + 1`).
+        Returns only once both are durable."""
         ...
 
     def load_voters(self) -> tuple[str, ...] | None:
@@ -39,13 +40,25 @@ class Storage(Protocol):
         ...
 
     def save_snapshot(self, snapshot: Snapshot) -> None:
-        """Durably record `snapshot` (replacing the one before). If the stored log does
-        not hold the snapshot's last entry, none of it follows the snapshot: it is
-        emptied. `load` returns only the entries after the snapshot."""
+        """Durably record `snapshot`, replacing the one before; one no newer than the
+        saved one is ignored (a node's own snapshot, saved from its apply thread, may lose
+        the race to one received from the leader). If the stored log does
+        not hold the snapshot's last entry (index and term), none of it follows the
+        snapshot: it is emptied, and the next entry saved is `snapshot.index + 1`. If it
+        does, the entries stay (`compact` drops them later). `load` returns only the
+        entries after the snapshot."""
+        ...
+
+    def compact(self, index: int) -> None:
+        """Drop the stored entries up to `index` (a saved snapshot holds them), so that
+        `first_index()` becomes `index + 1` (at most `last_index() + 1`); an index before
+        `first_index()` changes nothing. Dropped entries are not reported again, after a
+        restart either; the space they took may be given back later (whole files)."""
         ...
 
     def first_index(self) -> int:
-        """The index of the first entry held (1 until the log is compacted)."""
+        """The index of the first entry held: 1 until the log is compacted, and
+        `snapshot.index + 1` once a snapshot emptied it."""
         ...
 
     def last_index(self) -> int:
