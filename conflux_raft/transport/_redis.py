@@ -33,6 +33,7 @@ _log = logging.getLogger("conflux_raft.redis")
 
 _COMMAND_ERROR_LOG_EVERY = 60.0  # seconds between two warnings about refused XADDs
 _QUIET_CHECK = 1.0  # seconds of an empty inbox before the reader checks it still exists
+_TRIM_EVERY = 1.0  # seconds between trims of what the reader has read from its inbox
 
 
 def inbox_key(namespace: str, node_id: str) -> str:
@@ -130,6 +131,7 @@ class RedisTransport:
         self._backoff_max = backoff_max
         self._ttl_ms = max(int(inbox_ttl * 1000), 1)
         self._keep_due = 0.0  # when the reader next renews the inbox's expiry
+        self._trim_due = 0.0  # when the reader next drops what it has read
 
         self._writer = connect(url, socket_timeout, connect_timeout, health_check_interval)
         # A blocked XREAD must not hit the socket timeout.
@@ -357,6 +359,12 @@ class RedisTransport:
             if _id_order(end) < _id_order(self._last_id):
                 self._last_id = end
         self._resync = False
+        now = time.monotonic()
+        if now >= self._trim_due and self._last_id != "0-0":
+            # What was read is delivered: drop it, so that the inbox holds about a second
+            # of traffic rather than `maxlen` messages already read.
+            self._reader_client.xtrim(self._inbox, minid=self._last_id, approximate=True)
+            self._trim_due = now + _TRIM_EVERY
         reply = self._reader_client.xread(
             {self._inbox: self._last_id}, count=self._read_count, block=self._block_ms
         )
