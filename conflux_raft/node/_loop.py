@@ -409,10 +409,12 @@ class Loop:
 
     def _resend_rpcs(self, core: RaftCore, now: float) -> None:
         """A call (or its answer) may have been lost: send it again to the same leader,
-        which answers from its cache rather than run it twice."""
+        which answers from its cache rather than run it twice. (A call parked here, on
+        the leader, is asked again by `_ask_again`.)"""
         late = now - self.options.election_timeout[0]
         for rid, call in list(self._rpc_out.items()):
-            if call.sent_to is not None and call.sent_to == core.leader and call.sent_at < late:
+            if (call.sent_to is not None and call.sent_to == core.leader != self.id
+                    and call.sent_at < late):
                 self._send_rpc(core, rid)
 
     def _run_rpc(self, name: str, args: list[Any]) -> tuple[bool, Any]:
