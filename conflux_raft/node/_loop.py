@@ -28,7 +28,7 @@ from .._errors import ClosedError, ConfigError, MalformedMessage, Overloaded, Pr
 from ..core import CoreConfig, Message, MsgType, RaftCore, ReadState, Ready, Role, Snapshot
 from ..storage import Storage
 from ..transport import Discovery, Transport, decode, encode, encode_all
-from ._apply import Applier, LogEntry
+from ._apply import ENTRY, Applier, LogEntry
 from ._commands import (
     Appended,
     CallRpc,
@@ -475,27 +475,27 @@ class Loop:
         ok, value = self._run_rpc(parked.name, parked.args)
         # The answer waits for the log as it stands now to commit: for an Append, its own
         # entry; for a value, the entries it may have read that are not committed yet.
-        if ok and isinstance(value, Append):
+        appended = ok and isinstance(value, Append)
+        if appended:
             entry = core.append_now(to_json(value.data))
-            at, result = [entry.index, entry.term], None
+            at = [entry.index, entry.term]
         else:
             last = core.log.last_index
-            at, result = [last, core.log.term_at(last) or 0], value
+            at = [last, core.log.term_at(last) or 0]
         if call is not None:
             if not ok:
                 settle(call.future, exc=value)  # here: the exception itself
-            elif isinstance(value, Append):
-                self.applier.wait_applied(at[0], at[1], call.future, core.log)
-            else:
-                self.applier.wait_applied(at[0], at[1], call.future, core.log, result)
+            else:  # an Append resolves with its LogEntry
+                self.applier.wait_applied(at[0], at[1], call.future, core.log,
+                                          ENTRY if appended else value)
             return
         payload: Any
         if not ok:
             payload = {"err": error_payload(value)}
-        elif isinstance(value, Append):
+        elif appended:
             payload = {"appended": at}
         else:
-            payload = {"ok": result, "at": at}
+            payload = {"ok": value, "at": at}
         self._remember(rid, payload)
         self._answer(parked.asker, rid, payload)
 
@@ -525,10 +525,9 @@ class Loop:
         at = m.payload.get("at", m.payload.get("appended"))
         if not (isinstance(at, list) and len(at) == 2 and all(type(x) is int for x in at)):
             settle(call.future, exc=rebuild(m.payload.get("err")))
-        elif "ok" in m.payload:
-            self.applier.wait_applied(at[0], at[1], call.future, core.log, m.payload["ok"])
-        else:
-            self.applier.wait_applied(at[0], at[1], call.future, core.log)
+        else:  # an Append resolves with its LogEntry
+            self.applier.wait_applied(at[0], at[1], call.future, core.log,
+                                      m.payload.get("ok", ENTRY))
 
     # ---- snapshots ------------------------------------------------------------------
 
