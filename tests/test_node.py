@@ -282,6 +282,8 @@ def test_bad_input_fails_at_once() -> None:
         ({"id": "a", "cluster_size": 1, "heartbeat_interval": 1.0}, "heartbeat_interval"),
         ({"id": "a", "cluster_size": 1, "storage": {"name": "file"}}, "storage.path"),
         ({"id": "a", "cluster_size": 1, "rpc": {"f": 3}}, "rpc"),
+        ({"id": "a", "cluster_size": 1, "channel": {"name": "redis"}}, "channel.url"),
+        ({"id": "a", "members": ["a"], "snapshot": 3}, "snapshot"),
     ],
 )
 def test_bad_options_name_the_option(opts: dict[str, Any], name: str) -> None:

@@ -338,6 +338,10 @@ class Loop:
             return False
         old, self._leader_seen = self._leader_seen, leader
         self._no_leader_since = time.monotonic() if leader is None else None
+        if leader is None:
+            log.info("%s: no leader known (term %d)", self.id, core.term)
+        else:
+            log.info("%s: the leader is %s (term %d)", self.id, leader, core.term)
         if leader != self.id:  # rpcs waiting here for a read index did not run
             for rid, parked in list(self._parked.items()):
                 self._unpark(core, rid, parked)

@@ -31,7 +31,6 @@ from ._options import NodeOptions, parse_options
 
 log = logging.getLogger("conflux_raft")
 
-_DEFAULT_URL = "redis://127.0.0.1:6379/0"
 _DISCOVERY_KEYS = ("socket_timeout", "connect_timeout")
 
 
@@ -318,7 +317,7 @@ def _quietly(fn: Callable[[], None], what: str, node_id: str) -> None:
 
 
 def _redis_url(o: NodeOptions) -> str:
-    return str(o.channel.get("url", _DEFAULT_URL))
+    return str(o.channel["url"])
 
 
 def _open_transport(o: NodeOptions) -> Transport:
