@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any
@@ -48,6 +49,21 @@ class ConfluxStore(StoreDict):  # type: ignore[misc]
         action committed anywhere before the call began."""
         fut: Future[Any] = self["read"](timeout)
         return fut
+
+    # ---- asyncio: the same calls, awaited (cancelling stops the wait, not the call) ---
+
+    async def adispatch(self, action: Any, timeout: float | None = None) -> Any:
+        """`dispatch`, awaited: the action as every node reduced it."""
+        return await asyncio.wrap_future(self.dispatch(action, timeout))
+
+    async def aperform(self, name: str, args: Iterable[Any] = (),
+                       timeout: float | None = None) -> Any:
+        """`perform`, awaited."""
+        return await asyncio.wrap_future(self.perform(name, args, timeout))
+
+    async def aread(self, timeout: float | None = None) -> Any:
+        """`read`, awaited: the committed state, linearizable."""
+        return await asyncio.wrap_future(self.read(timeout))
 
     def close(self, timeout: float | None = None) -> None:
         self["close"](timeout)

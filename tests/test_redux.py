@@ -883,3 +883,18 @@ def test_the_store_worker_forgets_the_timers_of_settled_futures() -> None:
         wait_for(lambda: fired == [1], what="the live timer to fire")
     finally:
         worker.close()
+
+
+def test_the_store_can_be_awaited(cluster: Cluster) -> None:
+    import asyncio
+
+    async def go() -> tuple[Any, Any, Any]:
+        store = cluster.stores[1]
+        action = await store.adispatch({"type": "append", "item": "x"}, timeout=WAIT)
+        performed = await store.aperform("append", ["y"], timeout=WAIT)
+        return action, performed, await store.aread(timeout=WAIT)
+
+    action, performed, state = asyncio.run(go())
+    assert action == {"type": "append", "item": "x"}
+    assert performed == {"type": "append", "item": "y"}
+    assert state == ["x", "y"]
