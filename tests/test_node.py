@@ -18,11 +18,14 @@ from conflux_raft import (
     ConfigError,
     LogEntry,
     MemoryHub,
+    Message,
+    MsgType,
     Overloaded,
     ProposalTimeout,
     RaftNode,
     RemoteError,
 )
+from conflux_raft.transport import encode
 
 FAST = {"election_timeout": (0.15, 0.3), "heartbeat_interval": 0.03}
 
@@ -489,5 +492,48 @@ def test_an_rpc_whose_message_is_lost_is_sent_again_and_runs_once() -> None:
         assert fut.result(5) == 1
         time.sleep(0.5)  # later retries, if any, are answered from the leader's cache
         assert runs == [1]
+    finally:
+        c.close()
+
+
+def test_a_deposed_leader_answers_a_retry_from_its_cache() -> None:
+    # It answered "redirect" once it no longer led, so the caller sent the call to the
+    # next leader, which ran it a second time.
+    runs: list[int] = []
+    c = Cluster(3, rpc={"count": lambda: runs.append(1) or len(runs)})
+    try:
+        leader = leader_of(c.nodes)
+        follower = next(n for n in c.nodes if n is not leader)
+        assert follower.dispatch_on_leader("count").result(5) == 1
+        loop = leader._loop
+        rid = next(iter(loop._served))
+        MemoryHub.get(c.namespace).isolate(leader.id)
+        wait_for(lambda: not leader.is_leader(), what="the cut-off leader steps down")
+        answers: list[Any] = []
+        loop._answer = lambda to, rid, payload: answers.append(payload)  # type: ignore[method-assign]
+        retry = Message(MsgType.RPC, follower.id, leader.id, context=rid, payload=["count", []])
+        loop.deliver(encode(retry, None))
+        wait_for(lambda: answers, what="an answer to the retry")
+        assert answers[0]["ok"] == 1
+        assert runs == [1]
+    finally:
+        c.close()
+
+
+def test_an_rpc_outlives_a_while_with_no_leader_known() -> None:
+    # A caller that lost sight of the leader for a moment (its pre-vote) failed the call
+    # with "the leader changed", though the same leader went on leading.
+    runs: list[int] = []
+    c = Cluster(3, rpc={"count": lambda: runs.append(1) or len(runs)})
+    try:
+        leader = leader_of(c.nodes)
+        caller = next(n for n in c.nodes if n is not leader)
+        hub = MemoryHub.get(c.namespace)
+        hub.isolate(caller.id)
+        fut = caller.dispatch_on_leader("count")
+        wait_for(lambda: caller.leader_id is None, what="the caller loses sight of the leader")
+        hub.heal()
+        assert fut.result(5) == 1
+        assert leader.is_leader() and runs == [1]
     finally:
         c.close()

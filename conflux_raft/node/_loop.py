@@ -336,26 +336,24 @@ class Loop:
         leader = core.leader
         if leader == self._leader_seen:
             return False
-        old, self._leader_seen = self._leader_seen, leader
+        self._leader_seen = leader
         self._no_leader_since = time.monotonic() if leader is None else None
-        if leader is None:
+        if leader is None:  # merely unknown for a while (a pre-vote, say): calls wait
             log.info("%s: no leader known (term %d)", self.id, core.term)
         else:
             log.info("%s: the leader is %s (term %d)", self.id, leader, core.term)
         if leader != self.id:  # rpcs waiting here for a read index did not run
             for rid, parked in list(self._parked.items()):
                 self._unpark(core, rid, parked)
-        if old is not None:  # rpcs in flight to the old leader have unknown outcomes
-            for rid, call in list(self._rpc_out.items()):
-                if call.sent_to is not None and call.sent_to != leader:
-                    del self._rpc_out[rid]
-                    settle(call.future, exc=ProposalTimeout(
-                        "the leader changed before the rpc was answered; it may have run"))
         if leader is not None:
             self.applier.put(LeaderChanged(leader, core.term))
             for rid, call in list(self._rpc_out.items()):
                 if call.sent_to is None:
                     self._send_rpc(core, rid)
+                elif call.sent_to != leader:  # sent to another leader: the outcome is unknown
+                    del self._rpc_out[rid]
+                    settle(call.future, exc=ProposalTimeout(
+                        "the leader changed before the rpc was answered; it may have run"))
             for context in self._reads_out:  # ask the new leader at once
                 core.read_index(context)
         return True
@@ -436,10 +434,10 @@ class Loop:
 
     def _serve_rpc(self, core: RaftCore, m: Message) -> None:
         cached = self._served.get(m.context)
-        if core.role is not Role.LEADER:
-            self._answer(m.src, m.context, {"redirect": core.leader})
-        elif cached is not None:  # a retry: the answer again, the rpc does not run twice
+        if cached is not None:  # a retry: the answer again (leader or not), never a rerun
             self._answer(m.src, m.context, cached[1])
+        elif core.role is not Role.LEADER:
+            self._answer(m.src, m.context, {"redirect": core.leader})
         elif m.context in self._parked:
             return  # a retry of a call that waits for its read index: answered when it runs
         elif not (isinstance(m.payload, list) and len(m.payload) == 2
