@@ -537,3 +537,22 @@ def test_an_rpc_outlives_a_while_with_no_leader_known() -> None:
         assert leader.is_leader() and runs == [1]
     finally:
         c.close()
+
+
+def test_a_restarted_nodes_session_is_numbered_above_its_old_ones(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A node's new session supersedes its older ones, and the leader refuses the older:
+    # a clock that went back must not number the new one below what storage holds.
+    storage = {"name": "file", "path": str(tmp_path / "n0")}
+    c = Cluster(1, storage=storage)
+    try:
+        c.nodes[0].append("before").result(5)
+        old = c.nodes[0]._loop.session
+        c.nodes[0].close()
+        monkeypatch.setattr(time, "time_ns", lambda: 1_000_000)  # 1970, one second in
+        c.nodes[0] = c.make("n0", storage=storage)
+        assert c.nodes[0].append("after").result(5) > 0
+        new = c.nodes[0]._loop.session
+        assert new.startswith("n0.") and int(new[3:]) == int(old[3:]) + 1
+    finally:
+        c.close()

@@ -5,7 +5,7 @@ from ._log import RaftLog
 from ._progress import Inflights, Progress, ProgressState
 from ._quorum import MajorityConfig, VoteResult
 from ._raft import RaftCore
-from ._sessions import ProposalQueue, SessionTable
+from ._sessions import ProposalQueue, SessionTable, owner_of
 from ._types import (
     Entry,
     EntryKind,
@@ -38,4 +38,5 @@ __all__ = [
     "SessionTable",
     "Snapshot",
     "VoteResult",
+    "owner_of",
 ]

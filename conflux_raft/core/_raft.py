@@ -21,7 +21,7 @@ from ._config import CoreConfig
 from ._log import RaftLog
 from ._progress import Progress, ProgressState
 from ._quorum import MajorityConfig, VoteResult
-from ._sessions import ProposalQueue, SessionTable
+from ._sessions import ProposalQueue, SessionTable, newest
 from ._types import (
     Entry,
     EntryKind,
@@ -182,13 +182,14 @@ class RaftCore:
 
     def sessions_at(self, index: int) -> tuple[tuple[str, int], ...]:
         """The highest seq of each session in the log up to `index`, for a snapshot
-        there (`index` at or after the latest snapshot, and held)."""
+        there (`index` at or after the latest snapshot, and held); superseded sessions
+        are left out."""
         top = dict(self._base_sessions)
         first = self.snapshot.index + 1 if self.snapshot is not None else 1
         for e in self.log.slice(first, index + 1, _UNBOUNDED, _UNBOUNDED):
             if e.client and e.seq > top.get(e.client, 0):
                 top[e.client] = e.seq
-        return tuple(sorted(top.items()))
+        return tuple(sorted(newest(top.items())))
 
     @property
     def incoming_snapshot_bytes(self) -> int:

@@ -4,11 +4,17 @@ Each core numbers its own proposals (session, seq). `ProposalQueue` holds them u
 they are seen committed and moves them to the leader one batch per round trip; the
 leader's `SessionTable` appends seq n of a session only after n-1, and only once, so
 forwarding, redirects and retries never duplicate or reorder a node's proposals.
+
+A session named `<owner>.<incarnation>` (a decimal number that grows each time the owner
+starts) supersedes the owner's older ones: the table keeps one session per owner and
+refuses the proposals of a superseded one (its process is gone; what still arrives from
+it is a delayed copy), so it stays as small as the set of nodes, however often they
+restart. Sessions named otherwise are kept, each on its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from ._types import Entry, EntryKind
 
@@ -97,27 +103,75 @@ class ProposalQueue:
                 self.sent = self.acked
 
 
-class SessionTable:
-    """Leader: the highest seq of each session in its log."""
+def owner_of(session: str) -> tuple[str, int] | None:
+    """`(owner, incarnation)` of a session named `<owner>.<incarnation>`, else None."""
+    owner, dot, incarnation = session.rpartition(".")
+    if dot and owner and incarnation.isdigit() and incarnation.isascii():
+        return owner, int(incarnation)
+    return None
 
-    __slots__ = ("_top",)
+
+def newest(sessions: Iterable[tuple[str, int]]) -> Iterator[tuple[str, int]]:
+    """`sessions` (session, top seq) without those another of the same owner supersedes."""
+    items = list(sessions)
+    latest: dict[str, int] = {}
+    for session, _ in items:
+        o = owner_of(session)
+        if o is not None and o[1] > latest.get(o[0], -1):
+            latest[o[0]] = o[1]
+    for session, top in items:
+        o = owner_of(session)
+        if o is None or latest[o[0]] == o[1]:
+            yield session, top
+
+
+class SessionTable:
+    """Leader: the highest seq of each live session in its log (one per owner)."""
+
+    __slots__ = ("_owners", "_top")
 
     def __init__(self) -> None:
         self._top: dict[str, int] = {}
+        self._owners: dict[str, tuple[int, str]] = {}  # owner -> (incarnation, session)
+
+    def __len__(self) -> int:
+        return len(self._top)
 
     def rebuild(self, base: Iterable[tuple[str, int]], entries: Iterable[Entry]) -> None:
         """Start over from a snapshot's sessions and the entries of the log (a new leader
         does this); the entries may overlap the snapshot."""
-        top = self._top = dict(base)
+        self._top, self._owners = {}, {}
+        for client, top in base:
+            if self._live(client):
+                self._top[client] = max(top, self._top.get(client, 0))
         for e in entries:
-            if e.client and e.seq > top.get(e.client, 0):
-                top[e.client] = e.seq
+            if e.client and self._live(e.client) and e.seq > self._top.get(e.client, 0):
+                self._top[e.client] = e.seq
+
+    def _live(self, client: str) -> bool:
+        """Whether `client` may propose: the newest session of its owner (which, if it is
+        new, supersedes the owner's older session here)."""
+        o = owner_of(client)
+        if o is None:
+            return True
+        owner, incarnation = o
+        known = self._owners.get(owner)
+        if known is not None:
+            if incarnation < known[0]:
+                return False
+            if incarnation > known[0]:
+                self._top.pop(known[1], None)
+        if known is None or incarnation > known[0]:
+            self._owners[owner] = (incarnation, client)
+        return True
 
     def accept(self, client: str, entries: Sequence[Entry], term: int,
                last_index: int) -> tuple[list[Entry], int, int]:
         """The entries of `client` that come next in its sequence, once each, as entries
         of `term` after `last_index`; with the highest seq now held and the seq wanted
-        next if a gap was seen (else 0)."""
+        next if a gap was seen (else 0). A superseded session gets nothing appended."""
+        if not self._live(client):
+            return [], 0, 0
         top = self._top.get(client, 0)
         new: list[Entry] = []
         gap = 0

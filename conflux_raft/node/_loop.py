@@ -25,7 +25,17 @@ from concurrent.futures import Future
 from typing import Any
 
 from .._errors import ClosedError, ConfigError, MalformedMessage, Overloaded, ProposalTimeout
-from ..core import CoreConfig, Message, MsgType, RaftCore, ReadState, Ready, Role, Snapshot
+from ..core import (
+    CoreConfig,
+    Message,
+    MsgType,
+    RaftCore,
+    ReadState,
+    Ready,
+    Role,
+    Snapshot,
+    owner_of,
+)
 from ..storage import Storage
 from ..transport import Discovery, Transport, decode, encode, encode_all
 from ._apply import ENTRY, Applier, LogEntry
@@ -250,13 +260,22 @@ class Loop:
         tick = o.heartbeat_interval / TICKS_PER_HEARTBEAT
         lo, hi = (max(round(t / tick), TICKS_PER_HEARTBEAT + 1) for t in o.election_timeout)
         hard_state, entries = self.storage.load()
+        snapshot = self.storage.snapshot()
+        # A new session supersedes this node's older ones (the leader then refuses them),
+        # so it must be numbered above every one this node's storage knows.
+        known = [s for s, _ in snapshot.sessions] if snapshot else []
+        known += [e.client for e in entries if e.client]
+        mine = [w[1] for s in known if (w := owner_of(s)) is not None and w[0] == self.id]
+        incarnation = owner_of(self.session)
+        if mine and incarnation is not None and incarnation[1] <= max(mine):
+            self.session = f"{self.id}.{max(mine) + 1}"
         return RaftCore(
             CoreConfig(o.id, voters, self.session, election_ticks=(lo, hi),
                        heartbeat_ticks=TICKS_PER_HEARTBEAT),
             random.Random(),
             hard_state,
             entries,
-            self.storage.snapshot(),
+            snapshot,
         )
 
     def _handle(self, core: RaftCore, item: Command) -> None:

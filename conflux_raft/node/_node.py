@@ -8,7 +8,6 @@ import contextlib
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
@@ -81,7 +80,7 @@ class RaftNode:
         self.id = id
         self._started = False
         self._threads: list[threading.Thread] = []
-        session = f"{id}:{uuid.uuid4().hex[:12]}"
+        session = f"{id}.{time.time_ns() // 1000}"  # the loop raises it above storage's
         store = _open_storage(self.options)  # first: its lock keeps a second node out
         transport: Transport | None = None
         discovery: Discovery | None = None
