@@ -13,6 +13,7 @@ from ._errors import (
     Overloaded,
     ProposalTimeout,
     RemoteError,
+    Unreachable,
 )
 from .core import (
     CoreConfig,
@@ -75,6 +76,7 @@ __all__ = [
     "Snapshot",
     "Storage",
     "Transport",
+    "Unreachable",
     "decode",
     "encode",
     "parse_options",

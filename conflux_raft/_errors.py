@@ -36,6 +36,11 @@ class CorruptStorage(ConfluxRaftError, ValueError):
     rather than drop what may be committed. The message names the file and offset."""
 
 
+class Unreachable(ConfluxRaftError, ConnectionError):
+    """A tool found no Redis at the URL it was given; the message says where (never the
+    password) and why."""
+
+
 class EntryUnavailable(ConfluxRaftError, LookupError):
     """A storage was asked for an index it does not hold (compacted, or never written)."""
 

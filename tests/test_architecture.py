@@ -56,12 +56,15 @@ RULES = [
     ("conflux_raft", {"conflux_redux", "pydux"}),
     ("conflux_raft.core", IO | {"conflux_raft.storage",
                                 "conflux_raft.transport", "conflux_raft.node",
-                                "conflux_raft.testing"}),
+                                "conflux_raft.testing", "conflux_raft.admin"}),
     ("conflux_raft.storage", {"conflux_raft.node", "conflux_raft.transport",
-                              "conflux_raft.testing"}),
+                              "conflux_raft.testing", "conflux_raft.admin"}),
     ("conflux_raft.transport", {"conflux_raft.node", "conflux_raft.storage",
-                                "conflux_raft.testing"}),
-    ("conflux_raft.node", {"conflux_raft.testing"}),
+                                "conflux_raft.testing", "conflux_raft.admin"}),
+    ("conflux_raft.node", {"conflux_raft.testing", "conflux_raft.admin"}),
+    # reads only what nodes publish to Redis: never a node's internals
+    ("conflux_raft.admin", {"conflux_raft.node", "conflux_raft.core", "conflux_raft.storage",
+                            "conflux_raft.testing"}),
 ]
 
 

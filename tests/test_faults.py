@@ -364,7 +364,7 @@ def snapshot_kill_cycles(redis_url: str, namespace: str, tmp_path: Path, cycles:
         assert restored["snapshot_index"] > 0
         print(f"\nseed {seed}: {cycles} cycles, {killed} kill -9s, node {wiped} wiped; "
               f"{len(acked)} appends acknowledged, 0 lost, {len(values)} applied; "
-              f"snapshot index {final['snapshot_index']}, log {final['log_length']}")
+              f"snapshot index {final['snapshot_index']}, last index {final['last_index']}")
     finally:
         for p in live.values():
             p.stop()

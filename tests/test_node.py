@@ -340,8 +340,8 @@ def test_status_reports_counters(cluster3: Cluster) -> None:
     leader.append("x").result(5)
     st = leader.status()
     assert st["role"] == "leader" and st["leader"] == leader.id
-    assert set(st["match"]) == {n.id for n in cluster3.nodes} - {leader.id}
-    assert st["malformed"] == 0 and "transport_dropped" in st
+    assert set(st["progress"]) == {n.id for n in cluster3.nodes} - {leader.id}
+    assert st["malformed"] == 0 and "dropped" in st["transport"]
 
 
 def test_entries_held_in_the_log_cost_their_size_not_a_buffer_each() -> None:

@@ -180,7 +180,7 @@ class Cluster:
         commit = max(s.node.commit_index for s in stores)
 
         def same() -> bool:
-            if any(s.node.status()["applied"] < commit for s in stores):
+            if any(s.node.status()["applied_index"] < commit for s in stores):
                 return False
             states = [s.get_state() for s in stores]
             return all(x == states[0] for x in states) and all(

@@ -27,6 +27,7 @@ from ._apply import LogEntry
 from ._commands import CallRpc, Propose, Read, to_json
 from ._loop import Loop
 from ._options import NodeOptions, parse_options
+from ._publish import StatusPublisher, committed_tail, shown
 
 log = logging.getLogger("conflux_raft")
 
@@ -100,6 +101,8 @@ class RaftNode:
             raise
         self._loop = Loop(self.options, session, transport, discovery, store,
                           dict(rpc or {}), voters, snapshot, restore)
+        self._publisher = (StatusPublisher(id, transport, self._report)
+                           if isinstance(transport, RedisTransport) else None)
         if autostart:
             self.start()
 
@@ -133,6 +136,8 @@ class RaftNode:
             t = threading.Thread(target=target, name=f"conflux-{name}-{self.id}", daemon=True)
             self._threads.append(t)
             t.start()
+        if self._publisher is not None:
+            self._publisher.start()
 
     # ---- proposing ------------------------------------------------------------------------
 
@@ -229,27 +234,38 @@ class RaftNode:
             return core.log.entries_from(index + 1) if core else []
 
     def status(self) -> dict[str, Any]:
-        """A snapshot of this node's state and counters, for monitoring."""
+        """A snapshot of this node's state and counters, for monitoring (README, "Seeing
+        a cluster", lists the keys)."""
         loop = self._loop
         with loop.lock:
             core = loop.core
+            # undecodable, and decoded but breaking what a correct peer guarantees
+            malformed = loop.counters["malformed"] + (core.malformed if core else 0)
             return {
                 "id": self.id,
-                "role": core.role.value if core else "joining",
+                "role": core.role.value.replace("_", "-") if core else "joining",
                 "term": core.term if core else 0,
                 "leader": core.leader if core else None,
-                "commit": core.log.commit if core else 0,
-                "applied": loop.applier.applied,
-                "log_length": core.log.last_index if core else 0,
+                "commit_index": core.log.commit if core else 0,
+                "applied_index": loop.applier.applied,
+                "last_index": core.log.last_index if core else 0,
                 "snapshot_index": core.snapshot.index if core and core.snapshot else 0,
-                "match": core.progress() if core else {},
-                "pending": loop.pending(),
                 "voters": list(loop.voters or ()),
+                "progress": core.progress() if core else {},
+                "pending": loop.pending(),
                 **loop.counters,
-                # undecodable, and decoded but breaking what a correct peer guarantees
-                "malformed": loop.counters["malformed"] + (core.malformed if core else 0),
-                **{f"transport_{k}": v for k, v in loop.transport.stats().items()},
+                "malformed": malformed,
+                "transport": {"connected": loop.transport.health() is None,
+                              **loop.transport.stats(), "malformed": malformed},
             }
+
+    def _report(self) -> dict[str, Any]:
+        """What the node publishes to Redis: status() and its last committed user entries."""
+        with self._loop.lock:
+            core = self._loop.core
+            tail = committed_tail(core.log) if core else []
+            status = self.status()
+        return {**status, "tail": [shown(e) for e in tail]}
 
     # ---- closing ------------------------------------------------------------------------
 
@@ -263,6 +279,8 @@ class RaftNode:
         loop.stop()
         if loop.discovery is not None:
             _quietly(loop.discovery.close, "the discovery", self.id)
+        if self._publisher is not None:
+            self._publisher.close(timeout)
         me = threading.current_thread()
         deadline = None if timeout is None else time.monotonic() + timeout
 

@@ -5,7 +5,7 @@ from ._codec import VERSION, decode, encode, encode_all
 from ._discovery import MemoryDiscovery, RedisDiscovery, members_key
 from ._memory import MemoryHub, MemoryTransport
 from ._protocol import Discovery, Transport
-from ._redis import RedisTransport, inbox_key
+from ._redis import RedisTransport, connect, describe, inbox_key, reporters_key, status_key
 
 __all__ = [
     "VERSION",
@@ -16,9 +16,13 @@ __all__ = [
     "RedisDiscovery",
     "RedisTransport",
     "Transport",
+    "connect",
     "decode",
+    "describe",
     "encode",
     "encode_all",
     "inbox_key",
     "members_key",
+    "reporters_key",
+    "status_key",
 ]

@@ -1,8 +1,9 @@
 """Redis Streams transport: one inbox stream per node, pipelined XADD, blocking XREAD.
 
 Keys of namespace `ns`: `conflux:{ns}:inbox:<node_id>`, a stream whose entries carry the
-payload in field `m` (discovery adds `conflux:{ns}:members`). The hash tag `{ns}` keeps a
-cluster's keys in one Redis Cluster slot.
+payload in field `m` (discovery adds `conflux:{ns}:members`; each node publishes its
+status to `conflux:{ns}:status:<node_id>`). The hash tag `{ns}` keeps a cluster's keys
+in one Redis Cluster slot.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, cast
+from urllib.parse import unquote
 
 import redis
 from redis.backoff import NoBackoff
+from redis.exceptions import MovedError
 from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelConnectionPool
 from tenacity import (
     RetryCallState,
     RetryError,
@@ -27,7 +31,7 @@ from tenacity import (
 
 from .._errors import ClosedError, ConfigError
 
-__all__ = ["RedisTransport", "connect", "describe", "inbox_key"]
+__all__ = ["RedisTransport", "connect", "describe", "inbox_key", "reporters_key", "status_key"]
 
 _log = logging.getLogger("conflux_raft.redis")
 
@@ -41,15 +45,44 @@ def inbox_key(namespace: str, node_id: str) -> str:
     return f"conflux:{{{namespace}}}:inbox:{node_id}"
 
 
+def status_key(namespace: str, node_id: str) -> str:
+    """The key where `node_id` publishes its status (JSON, with an expiry)."""
+    return f"conflux:{{{namespace}}}:status:{node_id}"
+
+
+def reporters_key(namespace: str) -> str:
+    """A sorted set: the ids that published a status, scored by when (wall clock), so a
+    reader finds the status keys without scanning the keyspace."""
+    return f"conflux:{{{namespace}}}:reporters"
+
+
+REPORTERS_KEPT = 86_400.0  # seconds an id stays in the reporters set after it last published
+
+
 def connect(url: str, socket_timeout: float, connect_timeout: float,
             health_check_interval: int = 10) -> redis.Redis:
     """A client for `url` that never retries by itself (callers retry with tenacity, in
-    their own threads). A bad URL, or one asking for decoded responses, is a ConfigError."""
+    their own threads). A bad URL, or one asking for decoded responses, is a ConfigError.
+
+    `url` is `redis://`, `rediss://` (TLS), `unix://`, or
+    `redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]`: the client
+    asks the sentinels for the master of `service` at each (re)connection, so it follows a
+    failover; the credentials are the master's (sentinels are asked without any). A
+    Redis Cluster node that answers MOVED sends the connection to the slot's master (a
+    namespace's keys share one slot)."""
+    kwargs: dict[str, Any] = {
+        "socket_timeout": socket_timeout, "socket_connect_timeout": connect_timeout,
+        "socket_keepalive": True, "health_check_interval": health_check_interval,
+        "retry": Retry(NoBackoff(), 0)}
+    if not isinstance(url, str):
+        raise ConfigError(f"url: a string is required, got {url!r}")
+    scheme = url.split("://", 1)[0].lower()
+    if scheme in ("redis+sentinel", "rediss+sentinel"):
+        return _sentinel_client(url, kwargs)
+    if scheme in _FOLLOWING:
+        kwargs["connection_class"] = _FOLLOWING[scheme]
     try:
-        client = redis.Redis.from_url(
-            url, socket_timeout=socket_timeout, socket_connect_timeout=connect_timeout,
-            socket_keepalive=True, health_check_interval=health_check_interval,
-            retry=Retry(NoBackoff(), 0))
+        client = redis.Redis.from_pool(_Pool.from_url(url, **kwargs))
     except ValueError as exc:
         raise ConfigError(f"url: {exc}") from exc
     if client.connection_pool.connection_kwargs.get("decode_responses"):
@@ -58,9 +91,111 @@ def connect(url: str, socket_timeout: float, connect_timeout: float,
     return client
 
 
+def _follow_moved(conn: redis.Connection, read: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    """A Redis Cluster node answered MOVED: a namespace's keys share one hash slot, so the
+    node named holds all of them. This connection, and those its pool makes from now on,
+    go there; the command fails as a lost connection would (the caller retries it)."""
+    try:
+        return read(*args, **kwargs)
+    except MovedError as exc:
+        cast(Any, conn).disconnect()
+        conn.host, conn.port = exc.host, exc.port
+        pool = getattr(conn, "conflux_pool", None)
+        if pool is not None:
+            pool.connection_kwargs.update(host=exc.host, port=exc.port)
+        raise redis.ConnectionError(
+            f"Redis Cluster moved slot {exc.slot_id} to {exc.host}:{exc.port}: "
+            "reconnecting there") from exc
+
+
+class _FollowingConnection(redis.Connection):
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        return _follow_moved(self, super().read_response, args, kwargs)
+
+
+class _FollowingSSLConnection(redis.SSLConnection):
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        return _follow_moved(self, super().read_response, args, kwargs)
+
+
+_FOLLOWING: dict[str, type[redis.Connection]] = {
+    "redis": _FollowingConnection, "rediss": _FollowingSSLConnection}
+
+
+class _Pool(redis.ConnectionPool):
+    """Its connections can re-point it (`_follow_moved`)."""
+
+    def make_connection(self) -> Any:
+        conn = super().make_connection()
+        conn.conflux_pool = self  # type: ignore[attr-defined]
+        return conn
+
+
+class _SentinelClient(redis.Redis):
+    """The master's client; closing it closes the sentinels' connections too."""
+
+    sentinels: Any = None  # the redis.sentinel.Sentinel that found the master
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self.sentinels is not None:
+                self.sentinels.close()
+
+
+def _sentinel_client(url: str, kwargs: dict[str, Any]) -> redis.Redis:
+    """A master client for `redis+sentinel://[user:password@]h:p[,h:p...]/service[/db]`."""
+    scheme, rest = url.split("://", 1)
+    if scheme.lower() != "redis+sentinel":
+        raise ConfigError("url: TLS through Sentinel (rediss+sentinel://) is not supported")
+    netloc, _, path = rest.partition("/")
+    path, _, query = path.partition("?")
+    if query:
+        raise ConfigError(f"url: a redis+sentinel:// URL takes no options, got ?{query}")
+    userinfo, at, hosts = netloc.rpartition("@")
+    if at:
+        user, colon, password = userinfo.partition(":")
+        if colon:
+            kwargs["password"] = unquote(password)
+        else:  # like redis://secret@host: a password alone
+            user, kwargs["password"] = "", unquote(user)
+        if user:
+            kwargs["username"] = unquote(user)
+    sentinels: list[tuple[str, int]] = []
+    for item in hosts.split(","):
+        host, colon, port = item.rpartition(":")
+        if not colon or host.endswith(":"):  # no port, or a bare IPv6 address
+            host, port = item, "26379"
+        host = host.strip("[]")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"url: a sentinel must be host[:port], got {item!r}")
+        sentinels.append((host, int(port)))
+    parts = path.strip("/").split("/") if path.strip("/") else []
+    if not 1 <= len(parts) <= 2 or not parts[0] or (len(parts) == 2 and not parts[1].isdigit()):
+        raise ConfigError("url: redis+sentinel://[user:password@]host:port[,host:port]"
+                          f"/service[/db] is required, got path /{path}")
+    service = unquote(parts[0])
+    if len(parts) == 2:
+        kwargs["db"] = int(parts[1])
+    sentinel_kwargs = {k: v for k, v in kwargs.items() if k.startswith("socket_")}
+    sentinel_kwargs["retry"] = Retry(NoBackoff(), 0)
+    sentinel: Any = cast(Any, Sentinel)(sentinels, sentinel_kwargs=sentinel_kwargs, **kwargs)
+    client: _SentinelClient = sentinel.master_for(service, redis_class=_SentinelClient)
+    client.sentinels = sentinel
+    return client
+
+
 def describe(client: redis.Redis) -> str:
     """Where `client` connects, for logs: never the password."""
-    kwargs = client.connection_pool.connection_kwargs
+    pool = client.connection_pool
+    if isinstance(pool, SentinelConnectionPool):
+        sentinels = ",".join(
+            f"{s.connection_pool.connection_kwargs.get('host')}:"
+            f"{s.connection_pool.connection_kwargs.get('port')}"
+            for s in pool.sentinel_manager.sentinels)
+        return f"the master of {pool.service_name!r} (sentinels {sentinels})"
+    kwargs = pool.connection_kwargs
     return str(kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}")
 
 
@@ -158,6 +293,7 @@ class RedisTransport:
         self._reconnects = 0
         self._flushes = 0
         self._last_command_error_log = -_COMMAND_ERROR_LOG_EVERY
+        self._publish_warned = False
 
     def __repr__(self) -> str:
         return f"RedisTransport({self.node_id!r}, {self._where!r}, {self.namespace!r})"
@@ -275,6 +411,33 @@ class RedisTransport:
             client.connection_pool.disconnect(inuse_connections=True)
         except Exception:  # best effort: sockets may already be gone
             _log.debug("%r: error while disconnecting", self, exc_info=True)
+
+    def publish(self, payload: bytes | None, ttl: float) -> bool:
+        """Set this node's status key to `payload`, expiring in `ttl` seconds (None deletes
+        it): one command, in the caller's thread (not the loop's). Skipped while Redis is
+        down or after close. Returns whether it was written; never raises."""
+        if self._down or self._closed:
+            return False
+        key = status_key(self.namespace, self.node_id)
+        reporters = reporters_key(self.namespace)
+        now = time.time()
+        try:
+            with self._writer.pipeline(transaction=False) as pipe:
+                if payload is None:
+                    pipe.delete(key)
+                    pipe.zrem(reporters, self.node_id)
+                else:
+                    pipe.set(key, payload, px=max(int(ttl * 1000), 1))
+                    pipe.zadd(reporters, {self.node_id: now})
+                    pipe.zremrangebyscore(reporters, "-inf", now - REPORTERS_KEPT)
+                    pipe.pexpire(reporters, int(REPORTERS_KEPT * 1000))
+                pipe.execute()
+        except Exception as exc:  # an outage is the reader's and sender's to report
+            level = logging.DEBUG if self._publish_warned else logging.WARNING
+            self._publish_warned = True
+            _log.log(level, "%r: status not published (%s: %s)", self, type(exc).__name__, exc)
+            return False
+        return True
 
     # ---- connection state --------------------------------------------------------------
 
