@@ -1,5 +1,5 @@
 """The examples run as the README shows them (the memory-channel ones; todo.py, which
-needs Redis, is run by test_redux_redis.py)."""
+needs Redis, is run by test_redux_redis.py and test_todo.py)."""
 
 from __future__ import annotations
 

@@ -109,6 +109,7 @@ class Loop:
         self._reads_asked = 0.0  # when unanswered reads were last asked again
         self._warned: set[str] = set()
         self._leader_seen: str | None = None
+        self._term_seen = 0  # the term last logged: a failed election is logged too
         self._no_leader_since: float | None = time.monotonic()
 
     # ---- from other threads --------------------------------------------------------------
@@ -354,8 +355,13 @@ class Loop:
         """React to a change of leader; whether the core was given more work."""
         leader = core.leader
         if leader == self._leader_seen:
+            if core.term != self._term_seen:  # a failed election, or the same leader again
+                self._term_seen = core.term
+                log.info("%s: %s (term %d)", self.id, "no leader known" if leader is None
+                         else f"the leader is {leader}", core.term)
             return False
         self._leader_seen = leader
+        self._term_seen = core.term
         self._no_leader_since = time.monotonic() if leader is None else None
         if leader is None:  # merely unknown for a while (a pre-vote, say): calls wait
             log.info("%s: no leader known (term %d)", self.id, core.term)

@@ -111,8 +111,8 @@ def _channel(channel: Any) -> Mapping[str, Any]:
     if not isinstance(ns, str) or not ns or "}" in ns or "{" in ns:
         raise ConfigError("channel.namespace: a non-empty string without braces")
     if channel["name"] == "redis" and not isinstance(channel.get("url"), str):
-        raise ConfigError("channel.url: the redis channel needs a redis:// or rediss:// URL "
-                          "string (none is assumed)")
+        raise ConfigError("channel.url: the redis channel needs a redis://, rediss:// or "
+                          "redis+sentinel:// URL string (none is assumed)")
     unknown = set(channel) - _CHANNEL_KEYS[channel["name"]]
     if unknown:
         raise ConfigError(f"channel: unknown option(s) {sorted(unknown)} for {channel['name']!r}")
