@@ -15,7 +15,7 @@ from test_node import Cluster as Nodes
 from test_node import leader_of
 from test_redux import Cluster as Stores
 
-from conflux_raft import Message, MsgType, ProposalTimeout, Role
+from conflux_raft import Message, MsgType, ProposalTimeout, RaftNode, Role
 from conflux_raft.testing import Cluster
 from conflux_raft.transport import MemoryHub
 
@@ -166,7 +166,9 @@ def test_a_read_on_a_leader_cut_off_times_out_and_says_why() -> None:
 def test_a_leader_paused_then_cut_off_does_not_answer_from_its_old_state() -> None:
     # The finding: a leader paused or cut off, a new leader elected that
     # acknowledged more writes, and the old one, resuming, answered an rpc at once from
-    # the state it had: 3 of 3 runs of the fault test read overwritten values.
+    # the state it had: 3 of 3 runs of the fault test read overwritten values. (Since
+    # the loop counts real time, a resumed leader steps down before it serves: this
+    # test keeps that so; the next one fails without the read index.)
     applied: dict[str, Any] = {}
     hub_of: list[MemoryHub] = []
 
@@ -195,6 +197,52 @@ def test_a_leader_paused_then_cut_off_does_not_answer_from_its_old_state() -> No
         assert answer.result(5) == "after"
     finally:
         c.close()
+
+
+def test_a_leader_cut_off_that_still_believes_it_leads_does_not_answer_an_rpc() -> None:
+    # The finding without a pause: a leader cut off keeps believing it leads until its
+    # check-quorum fires, while the others elect a leader that acknowledges writes; an
+    # rpc run on the old one in between read a value already overwritten.
+    applied: dict[str, Any] = {}
+    ids = ["old", "b", "c"]
+    namespace = f"t-{time.monotonic_ns()}"
+
+    def get() -> Any:  # the state of the node it runs on (its loop thread's name ends so)
+        return applied.get(threading.current_thread().name.rsplit("-", 1)[1])
+
+    def make(node_id: str, timeout: tuple[float, float]) -> RaftNode:
+        node = RaftNode(id=node_id, members=ids, rpc={"get": get}, autostart=False,
+                        channel={"name": "memory", "namespace": namespace},
+                        election_timeout=timeout, heartbeat_interval=0.03)
+        node.on("committed", lambda data, _: applied.__setitem__(node_id, data))
+        node.start()
+        return node
+
+    # "old" has the longest timeouts, so it wins the first election and, once cut off,
+    # is the last to notice: it checks its quorum only once a second.
+    nodes = [make("old", (1.0, 1.1))]
+    try:
+        time.sleep(0.8)  # the others, up now, would campaign 0.5 s from now: later
+        nodes += [make(i, (0.5, 0.6)) for i in ids[1:]]
+        old = nodes[0]
+        wait_for(lambda: old.is_leader(), what="old to lead")
+        old.append("before").result(5)
+        wait_for(lambda: all(applied.get(i) == "before" for i in ids), what="all applied")
+        hub = MemoryHub.get(namespace)
+        hub.isolate("old")
+        wait_for(lambda: any(n.is_leader() for n in nodes[1:]), what="a new leader")
+        new = next(n for n in nodes[1:] if n.is_leader())
+        new.append("after").result(5)  # acknowledged before the rpc begins
+        if not old.is_leader():
+            pytest.skip("the old leader stepped down before the rpc (a slow machine)")
+        answer = old.dispatch_on_leader("get", timeout=10)
+        time.sleep(0.2)
+        hub.heal()
+        assert answer.result(10) == "after"
+    finally:
+        for n in nodes:
+            n.close()
+        MemoryHub.reset(namespace)
 
 
 def test_a_lost_rpc_answer_is_asked_again_and_answered_from_the_cache() -> None:
