@@ -13,7 +13,7 @@ from _wait import wait_for
 from pydux import create_store
 from test_redux import list_reducer
 
-from conflux_raft import ConfigError, Message, MsgType, RaftNode
+from conflux_raft import ClosedError, ConfigError, Message, MsgType, RaftNode
 from conflux_raft.core import HardState, ProgressState
 from conflux_raft.testing import Cluster
 from conflux_redux import ConfluxStore, conflux_enhancer
@@ -216,3 +216,29 @@ def test_a_store_compacts_and_an_empty_replica_is_restored(namespace: str) -> No
     finally:
         for s in stores.values():
             s.close()
+
+
+def test_a_restore_that_raises_stops_the_node(namespace: str) -> None:
+    # It was logged, and the entries after the snapshot were applied on a state that was
+    # never restored: the node went on, diverged, and could snapshot the wrong state.
+    apps = {i: App() for i in "abc"}
+    nodes = {i: node(namespace, i, apps[i], snapshot_every=20) for i in "ab"}
+    try:
+        for i in range(60):
+            nodes["a"].append(i).result(5)
+        wait_for(lambda: all(n.status()["snapshot_index"] >= 40 for n in nodes.values()),
+                 what="a and b to compact")
+
+        def broken(data: bytes) -> None:
+            raise ValueError("a snapshot this version cannot read")
+
+        apps["c"].restore = broken  # type: ignore[method-assign]
+        nodes["c"] = node(namespace, "c", apps["c"], snapshot_every=20)
+        wait_for(lambda: nodes["c"].closed, what="c to stop")
+        assert apps["c"].values == []  # nothing applied on the state it could not restore
+        with pytest.raises(ClosedError, match="restore\\(\\) raised on the snapshot"):
+            nodes["c"].append("x")
+        assert nodes["a"].append("after").result(5) > 0  # the others go on
+    finally:
+        for n in nodes.values():
+            n.close()

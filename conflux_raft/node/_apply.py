@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from .._errors import ProposalTimeout
+from .._errors import ConfigError, ProposalTimeout
 from ..core import Entry, EntryKind, RaftLog
 from ._commands import Appended, Committed, LeaderChanged, Restored, Work, settle
 
@@ -104,15 +104,13 @@ class Applier:
                 settle(f, exc=exc)
 
     def run(self) -> None:
-        """The thread's body."""
+        """The thread's body. It raises (and the node stops) when what comes next could
+        only be applied on a state that is not the cluster's: a snapshot not restored."""
         while True:
             work = self._queue.get()
             if work is None:
                 return
-            try:
-                self._apply(work)
-            except Exception:
-                log.exception("%s: applying %s failed", self._id, type(work).__name__)
+            self._apply(work)
 
     def _emit(self, event: str, *args: Any) -> None:
         for cb in self._handlers[event]:
@@ -137,11 +135,13 @@ class Applier:
     def _apply_snapshot(self, work: Restored) -> None:
         snap = work.snapshot
         if self._restore is None:
-            log.error("%s received a snapshot up to %d but has no restore function: its "
-                      "state now lacks those entries (give every node snapshot and restore)",
-                      self._id, snap.index)
-        else:
+            raise ConfigError(f"{self._id} received a snapshot up to {snap.index} but has no "
+                              "restore function (give every node snapshot and restore)")
+        try:
             self._restore(snap.data)
+        except Exception as exc:
+            raise RuntimeError(f"{self._id}: restore() raised on the snapshot up to "
+                               f"{snap.index}; entries after it cannot be applied") from exc
         with self._lock:
             self.applied = self.snapshot_index = snap.index
             covered = [i for i in self._waiters if i <= snap.index]

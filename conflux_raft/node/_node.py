@@ -80,6 +80,7 @@ class RaftNode:
                               "snapshots it receives, and its own at restart)")
         self.id = id
         self._started = False
+        self._stopped_by: str | None = None
         self._threads: list[threading.Thread] = []
         session = f"{id}.{time.time_ns() // 1000}"  # the loop raises it above storage's
         store = _open_storage(self.options)  # first: its lock keeps a second node out
@@ -132,8 +133,9 @@ class RaftNode:
             raise ClosedError("node is closed")
         self._started = True
         self._loop.transport.start(self._loop.deliver)
-        for name, target in (("loop", self._run_loop), ("apply", self._loop.applier.run)):
-            t = threading.Thread(target=target, name=f"conflux-{name}-{self.id}", daemon=True)
+        for name, body in (("loop", self._loop.run), ("apply", self._loop.applier.run)):
+            t = threading.Thread(target=self._run, args=(body,),
+                                 name=f"conflux-{name}-{self.id}", daemon=True)
             self._threads.append(t)
             t.start()
         if self._publisher is not None:
@@ -293,7 +295,8 @@ class RaftNode:
         _quietly(loop.transport.close, "the transport", self.id)
         with loop.lock:
             _quietly(loop.storage.close, "the storage", self.id)
-        err = ClosedError(f"node {self.id} is closed")
+        why = f" ({self._stopped_by})" if self._stopped_by else ""
+        err = ClosedError(f"node {self.id} is closed{why}")
         loop.reject_all(err)
         loop.applier.put(None)
         for t in self._threads[1:]:
@@ -308,13 +311,16 @@ class RaftNode:
 
     def _check_open(self) -> None:
         if self._loop.closed.is_set():
-            raise ClosedError(f"node {self.id} is closed")
+            why = f" ({self._stopped_by})" if self._stopped_by else ""
+            raise ClosedError(f"node {self.id} is closed{why}")
 
-    def _run_loop(self) -> None:
+    def _run(self, body: Callable[[], None]) -> None:
+        """A thread's body; if it raises, the node stops (and says why from then on)."""
         try:
-            self._loop.run()
-        except Exception:
-            log.exception("conflux node %s stopped on an internal error", self.id)
+            body()
+        except Exception as exc:
+            log.exception("conflux node %s stopped: %s", self.id, exc)
+            self._stopped_by = f"it stopped: {exc}"
             threading.Thread(target=self.close, daemon=True).start()
 
 
