@@ -556,3 +556,26 @@ def test_a_restarted_nodes_session_is_numbered_above_its_old_ones(
         assert new.startswith("n0.") and int(new[3:]) == int(old[3:]) + 1
     finally:
         c.close()
+
+
+def test_an_rpc_sent_back_by_the_leader_it_still_sees_is_sent_to_it_again() -> None:
+    # A leader that stepped down and up again (its caller never saw the change) sent a
+    # parked call back ("redirect"): the caller waited for a new leader, forever.
+    runs: list[int] = []
+    c = Cluster(3, rpc={"count": lambda: runs.append(1) or len(runs)})
+    try:
+        leader = leader_of(c.nodes)
+        caller = next(n for n in c.nodes if n is not leader)
+        serve = leader._loop._serve_rpc
+        leader._loop._serve_rpc = lambda core, m: None  # type: ignore[method-assign]
+        fut = caller.dispatch_on_leader("count")
+        wait_for(lambda: caller._loop._rpc_out, what="the call to be in flight")
+        rid = next(iter(caller._loop._rpc_out))
+        leader._loop._serve_rpc = serve  # type: ignore[method-assign]
+        back = Message(MsgType.RPC_RESP, leader.id, caller.id, context=rid,
+                       payload={"redirect": None})
+        caller._loop.deliver(encode(back, None))
+        assert fut.result(5) == 1 and runs == [1]
+        assert caller.leader_id == leader.id
+    finally:
+        c.close()

@@ -437,11 +437,16 @@ class Loop:
     def _resend_rpcs(self, core: RaftCore, now: float) -> None:
         """A call (or its answer) may have been lost: send it again to the same leader,
         which answers from its cache rather than run it twice. (A call parked here, on
-        the leader, is asked again by `_ask_again`.)"""
+        the leader, is asked again by `_ask_again`.) A call sent back by the leader this
+        node still sees goes to it again too, rather than wait for a change of leader
+        that may never come."""
         late = now - self.options.election_timeout[0]
+        leader = core.leader
         for rid, call in list(self._rpc_out.items()):
-            if (call.sent_to is not None and call.sent_to == core.leader != self.id
-                    and call.sent_at < late):
+            # Sent to this leader, or sent back by it ("redirect": it did not run it) while
+            # this node still sees it lead: ask it again.
+            if (call.sent_at < late and leader is not None
+                    and (call.sent_to is None or call.sent_to == leader != self.id)):
                 self._send_rpc(core, rid)
 
     def _run_rpc(self, name: str, args: list[Any]) -> tuple[bool, Any]:
