@@ -579,3 +579,38 @@ def test_an_rpc_sent_back_by_the_leader_it_still_sees_is_sent_to_it_again() -> N
         assert caller.leader_id == leader.id
     finally:
         c.close()
+
+
+def test_a_retry_that_outlives_its_answer_is_not_run_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The leader keeps answers for a while; a retry that came after its answer was
+    # dropped (a caller cut off for longer than that) ran the call a second time.
+    import conflux_raft.node._loop as loop_module
+
+    monkeypatch.setattr(loop_module, "_SERVED_FOR", 0.3)
+    runs: list[int] = []
+    hub_of: list[MemoryHub] = []
+    caller_id: list[str] = []
+
+    def count() -> int:
+        runs.append(1)
+        if len(runs) == 1:  # its answer is lost: the caller is cut off as it runs
+            hub_of[0].isolate(caller_id[0])
+        return len(runs)
+
+    c = Cluster(3, rpc={"count": count, "noop": lambda: None})
+    try:
+        hub_of.append(MemoryHub.get(c.namespace))
+        leader = leader_of(c.nodes)
+        caller, other = (n for n in c.nodes if n is not leader)
+        caller_id.append(caller.id)
+        fut = caller.dispatch_on_leader("count")
+        wait_for(lambda: runs, what="the call to run")
+        time.sleep(0.5)  # its answer is older than the leader keeps answers
+        other.dispatch_on_leader("noop").result(5)  # a new answer drops the old
+        hub_of[0].heal()
+        with pytest.raises(ProposalTimeout, match="may have run"):
+            fut.result(5)
+        assert runs == [1]
+    finally:
+        c.close()

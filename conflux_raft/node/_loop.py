@@ -64,6 +64,7 @@ _MAX_TAKE = 4096  # inbox items handled per turn
 _MAX_SLEEP_TICKS = 1 << 16  # a core with nothing due still wakes now and then
 _MIN_DEADLINES = 1024  # deadlines kept before the settled ones are swept out
 _SERVED, _SERVED_FOR = 10_000, 60.0  # the leader's rpc answers kept for retries: count, s
+_FORGOTTEN_FOR = 3600.0  # s: how long a caller's highest forgotten call is remembered
 
 
 class Loop:
@@ -103,6 +104,8 @@ class Loop:
         self._rpc_ids = itertools.count(1)
         self._rpc_out: dict[str, OutCall] = {}
         self._served: OrderedDict[str, tuple[float, Any]] = OrderedDict()  # rid -> answer
+        # caller session -> (highest call number whose answer was dropped, when)
+        self._forgotten: dict[str, tuple[int, float]] = {}
         self._parked: dict[str, Parked] = {}  # leader: rpcs waiting for their read index
         self._read_ids = itertools.count(1)
         self._reads_out: dict[str, Future[int]] = {}  # read context -> future (not yet indexed)
@@ -466,6 +469,8 @@ class Loop:
         cached = self._served.get(m.context)
         if cached is not None:  # a retry: the answer again (leader or not), never a rerun
             self._answer(m.src, m.context, cached[1])
+        elif self._was_forgotten(m.context):  # it may have run: never run it (again)
+            self._answer(m.src, m.context, {"forgotten": True})
         elif core.role is not Role.LEADER:
             self._answer(m.src, m.context, {"redirect": core.leader})
         elif m.context in self._parked:
@@ -536,17 +541,35 @@ class Loop:
         self.transport.send([(to, encode(resp, self.options.secret))])
 
     def _remember(self, rid: str, payload: Any) -> None:
-        """Keep an answer for retries: at most _SERVED answers, none older than _SERVED_FOR."""
+        """Keep an answer for retries: at most _SERVED answers, none older than _SERVED_FOR.
+        For each caller, the highest call whose answer is dropped is kept (an hour), and
+        calls up to it are never run: a retry that comes later is told it may have run."""
         now = time.monotonic()
-        served = self._served
+        served, forgotten = self._served, self._forgotten
         served[rid] = (now, payload)
         oldest = now - _SERVED_FOR
         while served and (len(served) > _SERVED or next(iter(served.values()))[0] < oldest):
-            served.popitem(last=False)
+            dropped, _ = served.popitem(last=False)
+            caller, number = _rpc_number(dropped)
+            if number > forgotten.get(caller, (0, 0.0))[0]:
+                forgotten[caller] = (number, now)
+                if len(forgotten) > 2 * _SERVED:  # callers long gone: let them go
+                    for key in [k for k, (_, t) in forgotten.items() if t < now - _FORGOTTEN_FOR]:
+                        del forgotten[key]
+
+    def _was_forgotten(self, rid: str) -> bool:
+        caller, number = _rpc_number(rid)
+        return 0 < number <= self._forgotten.get(caller, (0, 0.0))[0]
 
     def _on_rpc_resp(self, core: RaftCore, m: Message) -> None:
         call = self._rpc_out.get(m.context)
         if call is None or not isinstance(m.payload, dict):
+            return
+        if m.payload.get("forgotten"):
+            del self._rpc_out[m.context]
+            settle(call.future, exc=ProposalTimeout(
+                f"the rpc was not answered for over {_SERVED_FOR:.0f} s, and {m.src} no "
+                "longer holds its answer: it may have run"))
             return
         if "redirect" in m.payload:  # it did not run: send again once a leader is known
             call.sent_to = None
@@ -608,6 +631,12 @@ class Loop:
         for rid, parked in self._parked.items():
             if not parked.confirmed:
                 core.read_index(rid)
+
+
+def _rpc_number(rid: str) -> tuple[str, int]:
+    """(caller session, call number) of an rpc id `<session>:<n>`; (rid, 0) if not so."""
+    caller, _, number = rid.rpartition(":")
+    return (caller, int(number)) if number.isdigit() and number.isascii() else (rid, 0)
 
 
 __all__ = ["LogEntry", "Loop"]
