@@ -72,8 +72,32 @@ def test_a_lost_chunk_is_sent_again() -> None:
     c.recover()
     c.drop("n1", "n3", rate=0.5)
     c.run(ticks=60)
+    assert c["n1"]._progress["n3"].chunk_waited > 0  # a chunk was lost on the way
     c.recover()
-    c.run(ticks=5)
+    c.run(ticks=20)  # it is sent again once unanswered for about an election timeout
+    assert c.applied("n3") == c.applied("n1")
+
+
+def test_a_follower_that_is_gone_gets_heartbeats_not_a_chunk_each_time() -> None:
+    # A chunk unanswered by the next heartbeat counted as lost: a follower that stopped
+    # answering got a full chunk every other heartbeat (26.7 MiB in 40 heartbeats of a
+    # 3 MiB snapshot), into an inbox nobody reads.
+    c = cluster()
+    c.isolate("n3")
+    propose(c, "n1", 30)
+    progress = c["n1"]._progress["n3"]
+    for _ in range(20):  # its pipeline stalls, it is probed, and it needs the snapshot
+        if progress.state is ProgressState.SNAPSHOT:
+            break
+        c.run(ticks=1)
+    assert progress.state is ProgressState.SNAPSHOT and chunks_to(c, "n3")
+    before = len(chunks_to(c, "n3"))
+    c.run(ticks=80)  # 40 heartbeats, n3 silent
+    assert len(chunks_to(c, "n3")) == before
+    late = [m for m in c.sent[-100:] if m.dst == "n3"]
+    assert late and all(m.type is MsgType.APPEND and not m.entries for m in late)
+    c.recover()  # back: it answers a heartbeat, and the transfer resumes
+    c.run(ticks=40)
     assert c.applied("n3") == c.applied("n1")
 
 

@@ -57,9 +57,9 @@ class Progress:
     """What the leader knows of one follower: `match` (the highest index it is known to
     hold) and `next` (the next index to send), and how to send."""
 
-    __slots__ = ("_heartbeat_match", "commit_sent", "inflights", "match", "next",
-                 "pending_snapshot", "probe_sent", "recent_active", "snapshot_offset",
-                 "state")
+    __slots__ = ("_heartbeat_match", "chunk_answered", "chunk_waited", "commit_sent",
+                 "inflights", "match", "next", "pending_snapshot", "probe_sent",
+                 "recent_active", "snapshot_offset", "state")
 
     def __init__(self, next_index: int, max_inflight: int, max_inflight_bytes: int) -> None:
         self.match = 0
@@ -72,6 +72,8 @@ class Progress:
         self._heartbeat_match = -1  # match at the previous heartbeat
         self.pending_snapshot = 0  # SNAPSHOT: the index of the snapshot being sent
         self.snapshot_offset = 0  # SNAPSHOT: where the chunk last sent starts
+        self.chunk_waited = 0  # SNAPSHOT: heartbeats since the chunk out was sent
+        self.chunk_answered = False  # SNAPSHOT: the follower answered something since
 
     def __repr__(self) -> str:
         return (f"Progress({self.state.value}, match={self.match}, next={self.next}, "
@@ -145,6 +147,17 @@ class Progress:
         self.become_probe(max(self.match + 1, min(hint_next, rejected)))
         return True
 
+    def sent_chunk(self) -> None:
+        """SNAPSHOT: a chunk was sent; wait for its answer."""
+        self.probe_sent, self.chunk_waited, self.chunk_answered = True, 0, False
+
+    def chunk_lost(self, wait: int) -> bool:
+        """SNAPSHOT, on a heartbeat: whether the chunk out counts as lost and is sent
+        again: unanswered for `wait` heartbeats by a follower that answers other messages.
+        A follower that answers nothing is only sent heartbeats, never a chunk each time."""
+        self.chunk_waited += 1
+        return self.chunk_answered and self.chunk_waited >= wait
+
     def heartbeat(self, last_index: int) -> None:
         """A heartbeat is due: a pipeline that made no progress since the last one counts
         its appends as lost and probes again."""
@@ -159,3 +172,5 @@ class Progress:
         append every heartbeat."""
         if self.state is ProgressState.PROBE:
             self.probe_sent = False
+        else:
+            self.chunk_answered = True

@@ -67,6 +67,9 @@ class RaftCore:
     ) -> None:
         config.validate()
         self.cfg = config
+        # heartbeats a chunk may go unanswered, by a follower that answers others, before
+        # it is sent again: about an election timeout
+        self._chunk_wait = max(config.election_ticks[0] // config.heartbeat_ticks, 2)
         self.id = config.id
         self._rng = rng
         hs = hard_state or HardState()
@@ -501,10 +504,10 @@ class RaftCore:
             pr = self._progress[peer]
             pr.heartbeat(last)
             if pr.state is ProgressState.SNAPSHOT:
-                if pr.probe_sent:  # unanswered by the next heartbeat, it counts as lost
-                    pr.probe_sent = False
-                else:
+                if not pr.probe_sent or pr.chunk_lost(self._chunk_wait):
                     self._send_chunk(peer, pr)
+                else:  # an answer to it shows the follower is there
+                    self._send_commit(peer, pr)
             elif pr.state is ProgressState.PROBE and not pr.probe_sent:
                 self._send_append(peer, pr, empty_ok=True)
             else:
@@ -629,7 +632,7 @@ class RaftCore:
                     log_term=snap.term, commit=self.log.commit, hint=at,
                     hint_term=len(snap.data), context=self._round_context, payload=payload)
         )
-        pr.probe_sent = True
+        pr.sent_chunk()
 
     def _handle_snapshot_resp(self, m: Message) -> None:
         pr = self._progress.get(m.src)
