@@ -266,3 +266,24 @@ def test_a_restore_that_raises_stops_the_node(namespace: str) -> None:
     finally:
         for n in nodes.values():
             n.close()
+
+
+def test_an_answer_for_an_entry_compacted_here_does_not_say_it_was_not_applied() -> None:
+    # A perform's answer ("appended at 200, term 2") that reached a follower after it
+    # compacted past 200 said "replaced: it was not applied", though it was applied.
+    from concurrent.futures import Future
+
+    from conflux_raft import ProposalTimeout
+    from conflux_raft.core import Entry, EntryKind, RaftLog
+    from conflux_raft.node._apply import Applier
+
+    log = RaftLog([Entry(2, i, b"1", EntryKind.NORMAL) for i in range(1, 301)])
+    log.commit = log.applied = 300
+    log.compact_to(250)
+    applier = Applier("n1")
+    applier.applied = 300
+    fut: Future[Any] = Future()
+    applier.wait_applied(200, 2, fut, log)
+    with pytest.raises(ProposalTimeout, match="compacted before the answer came") as err:
+        fut.result(0)
+    assert "not applied" not in str(err.value)

@@ -92,6 +92,11 @@ class Applier:
             if index > self.applied:
                 self._waiters.setdefault(index, []).append((term, future, value))
                 return
+        if index <= log.offset and term is not None:  # applied, then compacted away
+            settle(future, exc=ProposalTimeout(
+                f"entry {index} was applied here and compacted before the answer came: "
+                f"whether it is the one of term {term} cannot be shown; it may have"))
+            return
         entry = log.entry(index) if log.offset < index <= log.last_index else None
         _settle_applied(index, term, future, value, entry)
 
