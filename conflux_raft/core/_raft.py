@@ -21,7 +21,7 @@ from ._config import CoreConfig
 from ._log import RaftLog
 from ._progress import Progress, ProgressState
 from ._quorum import MajorityConfig, VoteResult
-from ._sessions import ProposalQueue, SessionTable, newest
+from ._sessions import ProposalQueue, SessionTable
 from ._types import (
     Entry,
     EntryKind,
@@ -187,12 +187,11 @@ class RaftCore:
         """The highest seq of each session in the log up to `index`, for a snapshot
         there (`index` at or after the latest snapshot, and held); superseded sessions
         are left out."""
-        top = dict(self._base_sessions)
         first = self.snapshot.index + 1 if self.snapshot is not None else 1
-        for e in self.log.slice(first, index + 1, _UNBOUNDED, _UNBOUNDED):
-            if e.client and e.seq > top.get(e.client, 0):
-                top[e.client] = e.seq
-        return tuple(sorted(newest(top.items())))
+        table = SessionTable()
+        table.rebuild(self._base_sessions.items(),
+                      self.log.slice(first, index + 1, _UNBOUNDED, _UNBOUNDED))
+        return tuple(table.items())
 
     @property
     def incoming_snapshot_bytes(self) -> int:
@@ -589,6 +588,7 @@ class RaftCore:
         if m.reject:
             hint_next = self.log.conflict_hint(m.hint, m.hint_term) + 1
             if pr.maybe_decr_to(m.index, m.hint, hint_next):
+                self._outgoing.pop(m.src, None)  # probing again (it may need a newer one)
                 self._send_append(m.src, pr, empty_ok=True)
             return
         if pr.maybe_update(m.index):

@@ -14,7 +14,7 @@ restart. Sessions named otherwise are kept, each on its own.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 
 from ._types import Entry, EntryKind
 
@@ -48,13 +48,10 @@ class ProposalQueue:
     def committed(self, seq: int) -> None:
         self._pending.pop(seq, None)
 
-    def committed_through(self, seq: int) -> list[int]:
-        """Every seq up to `seq` is committed (a snapshot holds them); those that were
-        pending, which the driver may now settle."""
-        done = [s for s in self._pending if s <= seq]
-        for s in done:
+    def committed_through(self, seq: int) -> None:
+        """Every seq up to `seq` is committed (a snapshot holds them)."""
+        for s in [s for s in self._pending if s <= seq]:
             del self._pending[s]
-        return done
 
     def retarget(self, target: str | None) -> None:
         """Send to `target` from now on; what an earlier target acked may be lost."""
@@ -111,20 +108,6 @@ def owner_of(session: str) -> tuple[str, int] | None:
     return None
 
 
-def newest(sessions: Iterable[tuple[str, int]]) -> Iterator[tuple[str, int]]:
-    """`sessions` (session, top seq) without those another of the same owner supersedes."""
-    items = list(sessions)
-    latest: dict[str, int] = {}
-    for session, _ in items:
-        o = owner_of(session)
-        if o is not None and o[1] > latest.get(o[0], -1):
-            latest[o[0]] = o[1]
-    for session, top in items:
-        o = owner_of(session)
-        if o is None or latest[o[0]] == o[1]:
-            yield session, top
-
-
 class SessionTable:
     """Leader: the highest seq of each live session in its log (one per owner)."""
 
@@ -136,6 +119,10 @@ class SessionTable:
 
     def __len__(self) -> int:
         return len(self._top)
+
+    def items(self) -> list[tuple[str, int]]:
+        """(session, highest seq) of each live session, sorted."""
+        return sorted(self._top.items())
 
     def rebuild(self, base: Iterable[tuple[str, int]], entries: Iterable[Entry]) -> None:
         """Start over from a snapshot's sessions and the entries of the log (a new leader

@@ -27,7 +27,12 @@ class MemoryStorage:
     def save(self, hard_state: HardState | None, entries: Sequence[Entry]) -> None:
         if entries:
             with self._mutex:
-                del self._entries[entries[0].index - self._first :]
+                first, last = entries[0].index, self._first + len(self._entries) - 1
+                if not self._first <= first <= last + 1:
+                    raise ValueError(f"entries from {first} saved; the storage holds "
+                                     f"{self._first}..{last} (a save may overwrite held "
+                                     "entries or append after the last, nothing else)")
+                del self._entries[first - self._first :]
                 self._entries.extend(entries)
         if hard_state is not None:
             self.hard_state = hard_state
