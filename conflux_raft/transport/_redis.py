@@ -469,7 +469,7 @@ class RedisTransport:
                 return
             self._down = False
             self._reconnects += 1
-        _log.warning("%r: Redis at %s works again", self, self._where)
+        _log.info("%r: Redis at %s works again", self, self._where)
 
     def _retrying(self, before_sleep: Callable[[RetryCallState], None] | None = None) -> Retrying:
         """Retry until success or close; sleeps end early on close."""
