@@ -337,6 +337,9 @@ def test_a_nodes_new_session_supersedes_its_old_ones() -> None:
 class _CarelessSessions(SessionTable):
     """Drops a superseded session, but then takes what still arrives from it as new."""
 
+    def superseding(self, client: str) -> int:
+        return 0
+
     def _live(self, client: str) -> bool:
         o = owner_of(client)
         known = self._owners.get(o[0]) if o is not None else None
@@ -378,3 +381,20 @@ def test_a_delayed_proposal_of_a_dead_incarnation_is_refused() -> None:
     # and the check can fail: a table that takes the dead session as new appends twice
     with pytest.raises(SafetyViolation, match=r"holds \(n2\.1, 1\) at 2 and 4"):
         _delayed_proposal_of_a_dead_incarnation(_CarelessCore)
+
+
+def test_a_superseded_session_is_told_so_and_its_proposer_knows() -> None:
+    c = Cluster(3)
+    c.elect("n1")
+    c.crash("n2")
+    c.restart("n2")
+    c.propose("n2", b'"new"')
+    c.run(ticks=2)  # the leader now holds n2.2
+    old = Entry(0, 0, b'"old"', EntryKind.NORMAL, "n2.1", 1)
+    c.step(Message(MsgType.PROPOSE, "n2", "n1", term=c["n1"].term, entries=(old,)))
+    [answer] = c.take(MsgType.PROPOSE_RESP, src="n1", dst="n2")
+    assert answer.reject and answer.context == "n2.1" and answer.hint_term == 2
+    assert b'"old"' not in c.applied("n1")
+    # the proposer of a session told it is superseded records by what
+    c.step(replace(answer, context=c["n2"].cfg.session, hint_term=3))
+    assert c["n2"].superseded_by == 3

@@ -614,3 +614,26 @@ def test_a_retry_that_outlives_its_answer_is_not_run_again(
         assert runs == [1]
     finally:
         c.close()
+
+
+def test_a_node_whose_session_the_leader_refuses_is_told_so(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A node started with no storage of its own on a clock behind its previous start
+    # numbered its session below the old one: the leader refused its proposals in
+    # silence, and they waited forever.
+    c = Cluster(3)
+    try:
+        leader = leader_of(c.nodes)
+        i = next(k for k, n in enumerate(c.nodes) if n is not leader)
+        node_id = c.nodes[i].id
+        c.nodes[i].append("before").result(5)
+        c.nodes[i].close()
+        monkeypatch.setattr(time, "time_ns", lambda: 1_000_000)  # 1970, one second in
+        c.nodes[i] = c.make(node_id)  # memory storage: nothing to number above
+        with pytest.raises(ConfigError, match="superseded by incarnation"):
+            c.nodes[i].append("after").result(5)
+        with pytest.raises(ConfigError, match="superseded"):  # and later ones at once
+            c.nodes[i].append("again").result(0.5)
+        assert leader.append("others go on").result(5) > 0
+    finally:
+        c.close()

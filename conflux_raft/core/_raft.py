@@ -21,7 +21,7 @@ from ._config import CoreConfig
 from ._log import RaftLog
 from ._progress import Progress, ProgressState
 from ._quorum import MajorityConfig, VoteResult
-from ._sessions import ProposalQueue, SessionTable
+from ._sessions import ProposalQueue, SessionTable, owner_of
 from ._types import (
     Entry,
     EntryKind,
@@ -106,6 +106,10 @@ class RaftCore:
         self._votes: dict[str, bool] = {}
         self._progress: dict[str, Progress] = {}
         self.malformed = 0  # messages dropped by step() for what no correct peer sends
+        # the incarnation of this node's id that supersedes its session at the leader
+        # (another process with this id, or a clock that went back): its proposals are
+        # refused there; the driver says so
+        self.superseded_by = 0
         # ReadIndex (§6.4): a leader serves a read once a quorum has answered a round of
         # heartbeats sent after the read arrived. Rounds only grow; APPEND carries the
         # latest, its answer echoes it.
@@ -744,6 +748,7 @@ class RaftCore:
         q = self.proposals
         if q.target == self.id:
             batch = q.take(_UNBOUNDED)
+            self.superseded_by = self.sessions.superseding(q.session) or self.superseded_by
             self._accept(q.session, batch)
             q.on_ack(q.sent, 0)
             return
@@ -762,6 +767,11 @@ class RaftCore:
     def _handle_propose(self, m: Message) -> None:
         client = m.entries[0].client if m.entries else ""
         if not client or any(e.client != client for e in m.entries):
+            return
+        newer = self.sessions.superseding(client)
+        if newer:  # refused, and told so: it would otherwise retry forever in silence
+            self._msgs.append(Message(MsgType.PROPOSE_RESP, self.id, m.src, term=self.term,
+                                      reject=True, context=client, hint_term=newer))
             return
         top, gap = self._accept(client, m.entries)
         self._msgs.append(Message(MsgType.PROPOSE_RESP, self.id, m.src, term=self.term,
@@ -782,6 +792,11 @@ class RaftCore:
             return
         if m.hint >= q.next_seq:  # it cannot hold what this node never proposed
             self.malformed += 1
+            return
+        if m.reject and m.hint_term:
+            mine = owner_of(q.session)
+            if mine is not None and m.hint_term > mine[1]:
+                self.superseded_by = m.hint_term
             return
         if m.reject:
             redirect = m.payload

@@ -152,6 +152,12 @@ class SessionTable:
             self._owners[owner] = (incarnation, client)
         return True
 
+    def superseding(self, client: str) -> int:
+        """The incarnation of `client`'s owner that supersedes `client` here, else 0."""
+        o = owner_of(client)
+        known = self._owners.get(o[0]) if o is not None else None
+        return known[0] if o is not None and known is not None and o[1] < known[0] else 0
+
     def accept(self, client: str, entries: Sequence[Entry], term: int,
                last_index: int) -> tuple[list[Entry], int, int]:
         """The entries of `client` that come next in its sequence, once each, as entries

@@ -68,7 +68,8 @@ class Message:
     match index, or the rejected prevLogIndex with hint/hint_term the conflict hint.
     (PRE_)VOTE: index/log_term describe the candidate's last entry. PROPOSE_RESP:
     hint is the highest seq the leader holds for `context` (the client session), as of
-    `term`; reject means "not the leader", with the leader it knows in `payload`.
+    `term`; reject means "not the leader", with the leader it knows in `payload`, or,
+    with `hint_term` > 0, "your session is superseded by incarnation `hint_term`".
     APPEND carries the leader's read round in `context` (decimal digits, or ""), and its
     APPEND_RESP echoes it. READ_INDEX(_RESP): `context` names the read; `index` is the
     read index. SNAPSHOT: index/log_term are the snapshot's, `hint` the chunk's byte

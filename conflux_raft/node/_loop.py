@@ -111,6 +111,7 @@ class Loop:
         self._reads_out: dict[str, Future[int]] = {}  # read context -> future (not yet indexed)
         self._reads_asked = 0.0  # when unanswered reads were last asked again
         self._warned: set[str] = set()
+        self._superseded: ConfigError | None = None  # set once the leader refuses ours
         self._leader_seen: str | None = None
         self._term_seen = 0  # the term last logged: a failed election is logged too
         self._no_leader_since: float | None = time.monotonic()
@@ -120,6 +121,9 @@ class Loop:
     def submit(self, command: Command) -> None:
         """Queue a command for the loop thread."""
         if isinstance(command, Propose):
+            if self._superseded is not None:
+                settle(command.future, exc=self._superseded)
+                return
             with self._admit_lock:
                 # What the core still holds: a proposal that timed out stays queued (it may
                 # still commit), so it counts until it does.
@@ -244,6 +248,8 @@ class Loop:
                 if self._after_ready(core):
                     while core.has_ready():
                         self._process(core, core.ready())
+                if core.superseded_by and self._superseded is None:
+                    self._refuse_proposals(core)
 
     def _restore_voters(self, voters: tuple[str, ...]) -> None:
         """Durable voters go back into a namespace whose list was lost; a list that says
@@ -385,6 +391,20 @@ class Loop:
             for context in self._reads_out:  # ask the new leader at once
                 core.read_index(context)
         return True
+
+    def _refuse_proposals(self, core: RaftCore) -> None:
+        """The leader holds a newer session of this node's id and refuses this one's
+        proposals: say so, fail them, and fail every later one at once."""
+        self._superseded = err = ConfigError(
+            f"the leader refuses this node's proposals: its session {self.session} is "
+            f"superseded by incarnation {core.superseded_by} of id {self.id!r} (another "
+            "process with this id, or a clock that went back since its last start); "
+            "restart it (with a unique id)")
+        log.error("%s", err)
+        futures = list(self._futures.values())
+        self._futures.clear()
+        for fut in futures:
+            settle(fut, exc=err)
 
     def _at(self, deadline: float | None, fut: Future[Any], key: int | str, why: str) -> None:
         if deadline is None:
