@@ -9,9 +9,8 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +32,6 @@ API_KEYS = {"id", "role", "term", "leader", "commit_index", "applied_index", "la
 ROW_KEYS = {"id", "role", "term", "leader", "commit_index", "applied_index", "last_index",
             "snapshot_index", "lag", "last_heard", "connected", "dropped", "malformed",
             "voters", "progress", "tail"}
-
-
-def poll(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    """wait_for, asking Redis ten times a second rather than a hundred."""
-
-    def slowly() -> bool:
-        if cond():
-            return True
-        time.sleep(0.1)
-        return False
-
-    wait_for(slowly, timeout, what)
 
 
 class Nodes:
@@ -82,7 +69,7 @@ class Nodes:
                     and len({(r["term"], r["commit_index"], r["applied_index"]) for r in rows}) == 1
                     and rows[0]["applied_index"] >= min_commit)
 
-        poll(ok, 20, f"{ids} to settle (last seen: {seen and seen[0]})")
+        wait_for(ok, 20, f"{ids} to settle (last seen: {seen and seen[0]})", every=0.1)
         return seen[0]
 
     def close(self) -> None:
@@ -107,8 +94,8 @@ def live(redis_server: RedisServer) -> Iterator[Nodes]:
     nodes = Nodes(redis_server.url, f"admin-{uuid.uuid4().hex[:10]}")
     try:
         nodes.tell("n1", "run")
-        poll(lambda: any(r["commit_index"] >= 30 for r in nodes.view().nodes), 20,
-             "30 entries committed")
+        wait_for(lambda: any(r["commit_index"] >= 30 for r in nodes.view().nodes), 20,
+             "30 entries committed", every=0.1)
         nodes.tell("n1", "pause")
         nodes.settled(IDS)
         yield nodes
@@ -136,7 +123,8 @@ def test_a_node_that_goes_is_flagged_not_reporting(redis_url: str, namespace: st
         # kill -9: the key stays until it expires, then the row vanishes.
         nodes.procs["n2"].send_signal(signal.SIGKILL)
         nodes.procs["n2"].wait(5)
-        poll(lambda: [r["id"] for r in nodes.view().nodes] == ["n1"], 15, "n2 to expire")
+        wait_for(lambda: [r["id"] for r in nodes.view().nodes] == ["n1"], 15, "n2 to expire",
+                 every=0.1)
         problems = nodes.view().problems
         assert any(p.startswith("n2 is not reporting") for p in problems), problems
         assert any(p.startswith("n3 is not reporting") for p in problems), problems

@@ -23,7 +23,7 @@ from conftest import RedisServer, find_redis_server
 
 from conflux_raft import ConfigError, RaftNode
 from conflux_raft.admin import read_cluster
-from conflux_raft.testing import free_port
+from conflux_raft.testing import answers_ping, free_port
 from conflux_raft.transport import RedisTransport
 
 FAST = {"election_timeout": (0.2, 0.4), "heartbeat_interval": 0.04}
@@ -47,13 +47,7 @@ class Proc:
 
     def ping(self) -> bool:
         assert self.proc.poll() is None, self.log.read_text()
-        client = self.client()
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
+        return answers_ping(self.port)
 
     def kill(self) -> None:
         if self.proc.poll() is None:

@@ -172,5 +172,5 @@ class Progress:
         append every heartbeat."""
         if self.state is ProgressState.PROBE:
             self.probe_sent = False
-        else:
+        elif self.state is ProgressState.SNAPSHOT:
             self.chunk_answered = True

@@ -138,18 +138,15 @@ class SessionTable:
     def _live(self, client: str) -> bool:
         """Whether `client` may propose: the newest session of its owner (which, if it is
         new, supersedes the owner's older session here)."""
+        if self.superseding(client):
+            return False
         o = owner_of(client)
-        if o is None:
-            return True
-        owner, incarnation = o
-        known = self._owners.get(owner)
-        if known is not None:
-            if incarnation < known[0]:
-                return False
-            if incarnation > known[0]:
-                self._top.pop(known[1], None)
-        if known is None or incarnation > known[0]:
-            self._owners[owner] = (incarnation, client)
+        if o is not None:
+            known = self._owners.get(o[0])
+            if known is None or o[1] > known[0]:
+                if known is not None:
+                    self._top.pop(known[1], None)
+                self._owners[o[0]] = (o[1], client)
         return True
 
     def superseding(self, client: str) -> int:

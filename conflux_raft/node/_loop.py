@@ -363,19 +363,16 @@ class Loop:
     def _after_ready(self, core: RaftCore) -> bool:
         """React to a change of leader; whether the core was given more work."""
         leader = core.leader
+        if leader == self._leader_seen and core.term == self._term_seen:
+            return False
+        self._term_seen = core.term  # a new term alone (a failed election) is logged too
+        log.info("%s: %s (term %d)", self.id,
+                 "no leader known" if leader is None else f"the leader is {leader}", core.term)
         if leader == self._leader_seen:
-            if core.term != self._term_seen:  # a failed election, or the same leader again
-                self._term_seen = core.term
-                log.info("%s: %s (term %d)", self.id, "no leader known" if leader is None
-                         else f"the leader is {leader}", core.term)
             return False
         self._leader_seen = leader
-        self._term_seen = core.term
+        # a leader merely unknown for a while (a pre-vote, say) fails no call: calls wait
         self._no_leader_since = time.monotonic() if leader is None else None
-        if leader is None:  # merely unknown for a while (a pre-vote, say): calls wait
-            log.info("%s: no leader known (term %d)", self.id, core.term)
-        else:
-            log.info("%s: the leader is %s (term %d)", self.id, leader, core.term)
         if leader != self.id:  # rpcs waiting here for a read index did not run
             for rid, parked in list(self._parked.items()):
                 self._unpark(core, rid, parked)

@@ -295,8 +295,7 @@ class RaftNode:
         _quietly(loop.transport.close, "the transport", self.id)
         with loop.lock:
             _quietly(loop.storage.close, "the storage", self.id)
-        why = f" ({self._stopped_by})" if self._stopped_by else ""
-        err = ClosedError(f"node {self.id} is closed{why}")
+        err = self._closed_error()
         loop.reject_all(err)
         loop.applier.put(None)
         for t in self._threads[1:]:
@@ -311,8 +310,11 @@ class RaftNode:
 
     def _check_open(self) -> None:
         if self._loop.closed.is_set():
-            why = f" ({self._stopped_by})" if self._stopped_by else ""
-            raise ClosedError(f"node {self.id} is closed{why}")
+            raise self._closed_error()
+
+    def _closed_error(self) -> ClosedError:
+        why = f" ({self._stopped_by})" if self._stopped_by else ""
+        return ClosedError(f"node {self.id} is closed{why}")
 
     def _run(self, body: Callable[[], None]) -> None:
         """A thread's body; if it raises, the node stops (and says why from then on)."""

@@ -8,7 +8,7 @@ from ._cluster import Cluster
 from ._host import Host, ProtocolViolation
 from ._linear import AppendLog, Model, Op, Register, is_linearizable, linearize
 from ._proxy import TcpProxy
-from ._redis_server import RedisServer, find_redis_server, free_port
+from ._redis_server import RedisServer, answers_ping, find_redis_server, free_port
 from ._sim import (
     LivenessViolation,
     SimConfig,
@@ -35,6 +35,7 @@ __all__ = [
     "Simulation",
     "SimulationFailure",
     "TcpProxy",
+    "answers_ping",
     "find_redis_server",
     "free_port",
     "is_linearizable",

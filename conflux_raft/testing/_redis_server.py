@@ -57,6 +57,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def answers_ping(port: int) -> bool:
+    """Whether a Redis on 127.0.0.1:`port` (a server or a sentinel) answers PING now."""
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5,
+                         socket_connect_timeout=0.5)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
 class RedisServer:
     """A private redis-server on 127.0.0.1, driven by PID: `stop`, `start` (same port),
     `pause`/`resume` (SIGSTOP/SIGCONT) to simulate outages."""
@@ -107,14 +119,7 @@ class RedisServer:
 
     def ping(self) -> bool:
         """Whether the server answers PING now."""
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5,
-                             socket_connect_timeout=0.5)
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-        finally:
-            client.close()
+        return answers_ping(self.port)
 
     def stop(self, sig: int = signal.SIGKILL) -> None:
         """End the server by PID (SIGKILL by default) and reap it."""

@@ -2,8 +2,8 @@
 
 Keys of namespace `ns`: `conflux:{ns}:inbox:<node_id>`, a stream whose entries carry the
 payload in field `m` (discovery adds `conflux:{ns}:members`; each node publishes its
-status to `conflux:{ns}:status:<node_id>`). The hash tag `{ns}` keeps a cluster's keys
-in one Redis Cluster slot.
+status to `conflux:{ns}:status:<node_id>` and lists itself in `conflux:{ns}:reporters`).
+The hash tag `{ns}` keeps a cluster's keys in one Redis Cluster slot.
 """
 
 from __future__ import annotations
@@ -412,12 +412,12 @@ class RedisTransport:
         except Exception:  # best effort: sockets may already be gone
             _log.debug("%r: error while disconnecting", self, exc_info=True)
 
-    def publish(self, payload: bytes | None, ttl: float) -> bool:
-        """Set this node's status key to `payload`, expiring in `ttl` seconds (None deletes
-        it): one command, in the caller's thread (not the loop's). Skipped while Redis is
-        down or after close. Returns whether it was written; never raises."""
+    def publish(self, payload: bytes | None, ttl: float) -> None:
+        """Set this node's status key to `payload`, expiring in `ttl` seconds, and list the
+        node among the reporters (None deletes both): one pipeline, in the caller's thread
+        (not the loop's). Skipped while Redis is down or after close; never raises."""
         if self._down or self._closed:
-            return False
+            return
         key = status_key(self.namespace, self.node_id)
         reporters = reporters_key(self.namespace)
         now = time.time()
@@ -436,8 +436,6 @@ class RedisTransport:
             level = logging.DEBUG if self._publish_warned else logging.WARNING
             self._publish_warned = True
             _log.log(level, "%r: status not published (%s: %s)", self, type(exc).__name__, exc)
-            return False
-        return True
 
     # ---- connection state --------------------------------------------------------------
 
